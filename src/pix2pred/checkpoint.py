@@ -1,0 +1,89 @@
+"""Safe, atomic persistence: JSON metadata and pickle-free ``.npz`` weights.
+
+Every write goes to a temporary file in the destination folder and is moved into place with
+``os.replace``, so a crash or Ctrl-C never leaves a half-written file where a good one stood.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary binary file beside ``path``; move it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (NumPy scalars and arrays become lists)."""
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
+    write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, naming the file in the error when it is missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Save named arrays to an uncompressed ``.npz`` atomically (no pickled objects)."""
+    for name, a in arrays.items():
+        if np.asarray(a).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object, which cannot be saved without pickle")
+    with atomic_open(path) as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` saved by :func:`save_arrays`; pickle is never allowed."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a pix2pred array file ({e})") from None
