@@ -1,0 +1,296 @@
+"""The ``pix2pred`` command line: data, training, evaluation and checks.
+
+Every command has ``--help``. A bad argument or input gets a one-line error naming the value at
+fault and exit code 2; set ``PIX2PRED_DEBUG=1`` for the full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="pix2pred",
+    help="Image classification from pixels to predictions: kNN, linear, MLP and CNN models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect, preview and download datasets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model and write a run folder.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+console = Console(stderr=True)
+out = Console()
+
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help="synthetic, cifar10 or folder.", show_default=False)
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(help="Data location: CIFAR-10 folder/tarball, or an image folder/.zip/.tar.gz."),
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed for splits, sampling and initialisation.")]
+ValSizeOpt = Annotated[
+    float, typer.Option(help="Validation split carved from train: a fraction, or a count if >= 1.")
+]
+ImageSizeOpt = Annotated[
+    int | None, typer.Option(help="Resize images to this size (folder datasets, synthetic).")
+]
+NTrainOpt = Annotated[int | None, typer.Option(help="Use (or generate) this many train images.")]
+NTestOpt = Annotated[int | None, typer.Option(help="Use (or generate) this many test images.")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Run folder to create (default runs/<model>-<dataset>-<time>)."
+    ),
+]
+
+
+def _val_size(value: float) -> float | int:
+    if value < 0:
+        raise ValueError(f"--val-size must be >= 0, got {value}")
+    return int(value) if value >= 1 else value
+
+
+def _load(
+    dataset: str,
+    root: Path | None,
+    seed: int,
+    val_size: float,
+    image_size: int | None,
+    n_train: int | None,
+    n_test: int | None,
+):
+    from pix2pred.data import load_dataset
+
+    kwargs = {}
+    if n_train is not None:
+        kwargs["n_train"] = n_train
+    if n_test is not None:
+        kwargs["n_test"] = n_test
+    with console.status(f"loading dataset {dataset!r}"):
+        return load_dataset(
+            dataset,
+            root=root,
+            seed=seed,
+            val_size=_val_size(val_size),
+            image_size=image_size,
+            progress=True,
+            **kwargs,
+        )
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(
+            f"{option} must be a comma-separated list of integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"{option} must list integers >= 1, got {text!r}")
+    return sorted(set(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# pix2pred data ...
+
+
+@data_app.command("info")
+def data_info(
+    name: Annotated[str, typer.Argument(help="synthetic, cifar10 or folder.")],
+    root: RootOpt = None,
+    seed: SeedOpt = 0,
+    val_size: ValSizeOpt = 0.1,
+    image_size: ImageSizeOpt = None,
+    n_train: NTrainOpt = None,
+    n_test: NTestOpt = None,
+) -> None:
+    """Print split sizes, image shape and the number of images per class."""
+    ds = _load(name, root, seed, val_size, image_size, n_train, n_test)
+    table = Table(title=f"{ds.name}: {len(ds.classes)} classes, images {ds.X_train.shape[1:]}")
+    table.add_column("class")
+    splits = [("train", ds.y_train), ("val", ds.y_val), ("test", ds.y_test)]
+    for split, _ in splits:
+        table.add_column(split, justify="right")
+    for c, cls in enumerate(ds.classes):
+        table.add_row(cls, *(str(int(np.sum(y == c))) for _, y in splits))
+    table.add_row("total", *(str(len(y)) for _, y in splits), style="bold")
+    out.print(table)
+
+
+@data_app.command("preview")
+def data_preview(
+    name: Annotated[str, typer.Argument(help="synthetic, cifar10 or folder.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path(
+        "preview.png"
+    ),
+    per_class: Annotated[int, typer.Option(min=1, max=50, help="Images per class.")] = 8,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
+    root: RootOpt = None,
+    seed: SeedOpt = 0,
+    image_size: ImageSizeOpt = None,
+    n_train: NTrainOpt = None,
+    n_test: NTestOpt = None,
+) -> None:
+    """Write a labelled grid of sample images, one row per class."""
+    from pix2pred.plots import image_grid
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"--split must be train, val or test, got {split!r}")
+    if out_path.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {str(out_path)!r}")
+    ds = _load(name, root, seed, 0.1, image_size, n_train, n_test)
+    X, y = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}")
+    image_grid(X, y, ds.classes, out_path, per_class=per_class, seed=seed)
+    out.print(f"wrote {out_path}")
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset to download: cifar10.")],
+    root: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("data"),
+) -> None:
+    """Download an official dataset archive and verify its checksum."""
+    if name != "cifar10":
+        raise ValueError(f"can only download 'cifar10', got {name!r}")
+    from pix2pred.data.cifar10 import download_cifar10
+
+    path = download_cifar10(root, progress=True)
+    out.print(f"CIFAR-10 ready at {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# pix2pred train ...
+
+
+@train_app.command("knn")
+def train_knn(
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    k: Annotated[
+        int | None, typer.Option(min=1, help="Use this k (default: chosen by cross-validation).")
+    ] = None,
+    ks: Annotated[str, typer.Option(help="Values of k to cross-validate.")] = "1,3,5,8,10,12,15,20",
+    metric: Annotated[str, typer.Option(help="Distance: l1 or l2.")] = "l2",
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    seed: SeedOpt = 0,
+    image_size: ImageSizeOpt = None,
+    n_train: NTrainOpt = None,
+    n_test: NTestOpt = None,
+    out_dir: OutOpt = None,
+) -> None:
+    """k-nearest neighbours: cross-validate k on train, then score on test."""
+    from pix2pred.knn import KNearestNeighbors, cross_validate_k
+    from pix2pred.metrics import accuracy, confusion_matrix, per_class_accuracy
+    from pix2pred.plots import confusion_matrix_plot, k_sweep_plot
+    from pix2pred.runs import create_run_dir, default_run_dir, write_config, write_metrics
+
+    if metric not in ("l1", "l2"):
+        raise ValueError(f"--metric must be l1 or l2, got {metric!r}")
+    k_values = _parse_ints(ks, "--ks")
+    run_dir = create_run_dir(out_dir or default_run_dir("knn", dataset))
+    ds = _load(dataset, root, seed, 0, image_size, n_train, n_test)
+    config = {
+        "model": "knn",
+        "dataset": dataset,
+        "root": str(root) if root else None,
+        "k": k,
+        "ks": k_values,
+        "metric": metric,
+        "folds": folds,
+        "seed": seed,
+        "image_size": image_size,
+        "n_train": len(ds.y_train),
+        "n_test": len(ds.y_test),
+        "classes": ds.classes,
+    }
+    write_config(run_dir, config)
+
+    metrics: dict = {"model": "knn", "dataset": ds.name, "metric": metric}
+    with console.status(f"cross-validating k over {k_values} ({folds} folds)"):
+        t0 = time.perf_counter()
+        cv = cross_validate_k(
+            ds.X_train, ds.y_train, k_values, n_folds=folds, metric=metric, seed=seed
+        )
+        metrics["cv_seconds"] = time.perf_counter() - t0
+    cv_mean = np.asarray(cv.mean)
+    best_k = int(cv.ks[int(np.argmax(cv_mean))])
+    metrics["cv"] = {
+        "ks": list(map(int, cv.ks)),
+        "mean": cv_mean.tolist(),
+        "std": np.asarray(cv.std).tolist(),
+        "fold_accuracies": np.asarray(cv.fold_accuracies).tolist(),
+        "best_k": best_k,
+    }
+    k_used = k or best_k
+    k_sweep_plot(
+        cv.ks,
+        cv.fold_accuracies,
+        run_dir / "knn_k_sweep.png",
+        title=f"kNN ({metric}) cross-validation on {ds.name}",
+    )
+
+    model = KNearestNeighbors(k=k_used, metric=metric).fit(ds.X_train, ds.y_train)
+    with console.status(f"predicting {len(ds.y_test)} test images with k={k_used}"):
+        t0 = time.perf_counter()
+        y_pred = model.predict(ds.X_test)
+        metrics["predict_seconds"] = time.perf_counter() - t0
+    cm = confusion_matrix(ds.y_test, y_pred, len(ds.classes))
+    metrics.update(
+        k=k_used,
+        test_accuracy=accuracy(ds.y_test, y_pred),
+        per_class_accuracy=dict(zip(ds.classes, per_class_accuracy(cm).tolist(), strict=True)),
+        confusion_matrix=cm.tolist(),
+    )
+    confusion_matrix_plot(
+        cm,
+        ds.classes,
+        run_dir / "confusion_matrix.png",
+        title=f"kNN k={k_used} ({metric}), test accuracy {metrics['test_accuracy']:.1%}",
+    )
+    write_metrics(run_dir, metrics)
+    out.print(
+        f"kNN k={k_used} ({metric}) on {ds.name}: test accuracy {metrics['test_accuracy']:.2%} "
+        f"(cv best k={best_k}, {metrics['cv']['mean'][k_values.index(best_k)]:.2%})"
+    )
+    out.print(f"run folder: {run_dir}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+_USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pix2pred`` console script."""
+    try:
+        rv = app(args=argv, prog_name="pix2pred", standalone_mode=False)
+    except Exception as e:
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # a usage error
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"Error: {e.format_message()}{hint}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        if isinstance(e, _USER_ERRORS) and not os.environ.get("PIX2PRED_DEBUG"):
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    sys.exit(rv if isinstance(rv, int) else 0)

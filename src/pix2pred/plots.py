@@ -1,0 +1,140 @@
+"""Matplotlib figures, written as PNG files.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``: no global state, no
+display needed, and each PNG is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pix2pred.checkpoint import write_bytes
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Render ``fig`` to PNG and write it atomically to ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def _as_display(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An ``(H, W, C)`` uint8 image as something ``imshow`` draws, with its colour map."""
+    if img.ndim == 3 and img.shape[2] == 1:
+        return img[:, :, 0], "gray"
+    return img, None
+
+
+def image_grid(
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    per_class: int = 8,
+    seed: int = 0,
+) -> Path:
+    """A labelled grid: one row per class, ``per_class`` random samples of it.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, H, W, C), uint8
+    y : ndarray of shape (N,), int
+    classes : class names, indexed by label
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    n_cls = len(classes)
+    fig = Figure(figsize=(per_class * 0.9 + 1.6, n_cls * 0.9 + 0.3))
+    axes = fig.subplots(n_cls, per_class, squeeze=False)
+    for c in range(n_cls):
+        idx = np.flatnonzero(y == c)
+        chosen = rng.choice(idx, size=min(per_class, idx.size), replace=False) if idx.size else []
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(chosen):
+                img, cmap = _as_display(X[chosen[j]])
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(classes[c], rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return save_figure(fig, path)
+
+
+def confusion_matrix_plot(
+    cm: np.ndarray, classes: Sequence[str], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Row-normalised confusion matrix ``(C, C)`` with counts in the cells."""
+    cm = np.asarray(cm)
+    n = len(classes)
+    totals = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    size = max(4.0, 0.55 * n + 2)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                color = "white" if frac[i, j] > 0.5 else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def k_sweep_plot(
+    ks: Sequence[int],
+    fold_accuracies: np.ndarray,
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """The course's cross-validation plot: accuracy of each fold against k, mean and std.
+
+    Parameters
+    ----------
+    ks : the values of k, length K
+    fold_accuracies : ndarray of shape (K, n_folds)
+    """
+    acc = np.asarray(fold_accuracies, dtype=np.float64)
+    ks = np.asarray(ks)
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for j in range(acc.shape[1]):
+        ax.scatter(ks, acc[:, j], s=12, color="0.6", zorder=2)
+    ax.errorbar(ks, acc.mean(axis=1), yerr=acc.std(axis=1), color="C0", capsize=3, zorder=3)
+    best = int(np.argmax(acc.mean(axis=1)))
+    ax.scatter([ks[best]], [acc.mean(axis=1)[best]], s=60, color="C3", zorder=4, label="best k")
+    ax.set_xlabel("k")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or f"Cross-validation on k ({acc.shape[1]} folds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def bar_plot(values: Mapping[str, float], path: str | os.PathLike[str], ylabel: str) -> Path:
+    """One bar per named value (e.g. per-class accuracy)."""
+    fig = Figure(figsize=(max(4.0, 0.5 * len(values) + 1.5), 3.6))
+    ax = fig.subplots()
+    ax.bar(list(values), list(values.values()), color="C0")
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=45)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
