@@ -72,7 +72,9 @@ def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) 
     """Save named arrays to an uncompressed ``.npz`` atomically (no pickled objects)."""
     for name, a in arrays.items():
         if np.asarray(a).dtype == object:
-            raise TypeError(f"array {name!r} has dtype object, which cannot be saved without pickle")
+            raise TypeError(
+                f"array {name!r} has dtype object, which cannot be saved without pickle"
+            )
     with atomic_open(path) as f:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
