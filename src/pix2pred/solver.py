@@ -1,0 +1,802 @@
+"""The CS231n-style Solver: minibatch training over epochs, with history and checkpoints.
+
+One :class:`Solver` trains any model of the contract (``params``, ``buffers``, ``rng`` and
+``loss(X, y=None)``) with any update rule of :mod:`pix2pred.nn_numpy.optim` and any schedule of
+:mod:`pix2pred.schedules`, stepped once per iteration. Its histories are public, as in the
+course. Beyond the course it is built to survive long runs:
+
+- a non-finite loss or update stops training with :class:`TrainingDivergedError`, naming the step
+  and the learning rate; the model keeps its last good parameters and no checkpoint is written;
+- with ``checkpoint_dir`` every epoch ends with a checkpoint (pickle-free ``.npz`` plus a JSON
+  state, written atomically), and Ctrl-C leaves one too before ``KeyboardInterrupt`` propagates;
+- :meth:`Solver.resume` continues a run bit for bit: all randomness comes from the solver's own
+  ``numpy.random.Generator`` and the model's ``rng``, and both are saved.
+
+The per-iteration work is :meth:`Solver._step` and prediction :meth:`Solver._predict_scores`, so
+another backend can subclass the Solver and replace just those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pix2pred.checkpoint import load_arrays, read_json, save_arrays, write_json
+from pix2pred.data.augment import Augment, make_augment
+from pix2pred.nn_numpy.optim import get_update_rule
+from pix2pred.schedules import Schedule, WarmupLR, make_schedule
+
+__all__ = ["STATE_FILE", "Solver", "TrainingDivergedError"]
+
+STATE_FILE = "solver_state.json"
+_FORMAT = "pix2pred.solver"
+_VERSION = 1
+_ARRAY_FILES = ("solver_arrays_a.npz", "solver_arrays_b.npz")
+_DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or an updated parameter became NaN or infinite."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_count(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not (_is_int(value) and value >= minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must be a mapping with keys {_DATA_KEYS}, got {type(data).__name__}")
+    missing = [key for key in _DATA_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"data is missing {', '.join(missing)}; expected keys {_DATA_KEYS}")
+    arrays = {key: np.asarray(data[key]) for key in _DATA_KEYS}
+    for split in ("train", "val"):
+        X, y = arrays[f"X_{split}"], arrays[f"y_{split}"]
+        if X.ndim < 2:
+            raise ValueError(f"X_{split} must have shape (N, ...) with N samples, got {X.shape}")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(
+                f"y_{split} must be integer labels of shape (N,), got {y.dtype} {y.shape}"
+            )
+        if len(X) != len(y):
+            raise ValueError(f"X_{split} has {len(X)} samples but y_{split} has {len(y)} labels")
+        if len(X) == 0:
+            raise ValueError(f"X_{split} is empty")
+    return arrays
+
+
+def _pack_configs(
+    configs: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Split per-parameter optimizer configs into JSON-able scalars and arrays (for ``.npz``).
+
+    NumPy scalars go to the arrays too, so that a ``float32`` step count comes back as one.
+    """
+    meta: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, config in configs.items():
+        entry: dict[str, Any] = {"scalars": {}, "tuples": [], "arrays": [], "numpy_scalars": []}
+        for key, value in config.items():
+            if isinstance(value, np.ndarray | np.generic):
+                arrays[f"optim/{name}/{key}"] = np.asarray(value)
+                entry["numpy_scalars" if isinstance(value, np.generic) else "arrays"].append(key)
+            elif value is None or isinstance(value, bool | int | float | str):
+                entry["scalars"][key] = value
+            elif isinstance(value, tuple | list) and all(
+                isinstance(v, bool | int | float | str) for v in value
+            ):
+                entry["scalars"][key] = list(value)
+                if isinstance(value, tuple):
+                    entry["tuples"].append(key)
+            else:
+                raise TypeError(
+                    f"optimizer state {key!r} of {name!r} is a {type(value).__name__}, "
+                    "which a checkpoint cannot hold"
+                )
+        meta[name] = entry
+    return meta, arrays
+
+
+def _unpack_configs(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    configs: dict[str, dict[str, Any]] = {}
+    for name, entry in meta.items():
+        config: dict[str, Any] = dict(entry["scalars"])
+        for key in entry["tuples"]:
+            config[key] = tuple(config[key])
+        for key in entry["arrays"]:
+            config[key] = arrays[f"optim/{name}/{key}"].copy()
+        for key in entry["numpy_scalars"]:
+            config[key] = arrays[f"optim/{name}/{key}"][()]
+        configs[name] = config
+    return configs
+
+
+class Solver:
+    """Train a classifier with minibatch gradient descent, as the CS231n Solver does.
+
+    Parameters
+    ----------
+    model
+        Has ``params`` (dict of ndarrays), ``loss(X, y=None)`` returning scores ``(N, C)``
+        without labels and ``(loss, grads)`` with them, and optionally ``buffers`` (dict of
+        ndarrays, e.g. batch-norm running statistics), ``rng`` (its ``numpy.random.Generator``)
+        and ``config()``.
+    data : mapping
+        ``X_train (N, ...)``, ``y_train (N,)``, ``X_val (M, ...)``, ``y_val (M,)``: float inputs
+        already preprocessed (NCHW for images) and int labels.
+    optimizer : str
+        A rule of :mod:`pix2pred.nn_numpy.optim`: "sgd", "sgd_momentum", "nesterov", "rmsprop",
+        "adam", "adamw".
+    optim_config : dict, optional
+        Hyperparameters for the rule (``momentum``, ``betas``, ``eps``, ``alpha``, ...); its
+        ``lr`` and ``weight_decay``, when given, take precedence over the keywords below.
+    lr : float
+        Base learning rate, the schedule's peak.
+    weight_decay : float, optional
+        PyTorch's ``weight_decay`` of the rule, applied only to parameters whose name starts with
+        "W" (never to biases, gamma or beta). ``None``: the rule's default (0, and 1e-2 for
+        "adamw", as torch).
+    schedule : str or Schedule
+        "constant", "step", "exponential", "inverse_time", "cosine", or any callable
+        ``schedule(step) -> lr`` with an ``lr`` attribute. Steps are iterations.
+    schedule_kwargs : dict, optional
+        Extra arguments of a named schedule, in iterations (``step_size``, ``gamma``, ``decay``,
+        ``min_lr``).
+    warmup_epochs : int
+        Epochs of linear warm-up before the schedule.
+    batch_size, epochs : int
+    augment : str or callable, optional
+        A spec of :func:`pix2pred.data.augment.make_augment` ("flip,crop") or a callable
+        ``augment(X, rng) -> X``, applied to each training batch.
+    seed : int
+        Seeds the solver's generator (shuffling, augmentation, accuracy subsamples).
+    checkpoint_dir : path, optional
+        Folder for the checkpoint written after each epoch and on Ctrl-C. A folder that already
+        holds one is refused unless ``resume=True``.
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir`` if there is one.
+    early_stopping : int, optional
+        Stop after this many epochs without a better validation accuracy.
+    restore_best : bool
+        Load the parameters (and buffers) of the best validation epoch into the model at the end.
+    num_train_samples : int, optional
+        Training accuracy is measured on this many samples, a seeded subsample drawn anew each
+        epoch (None: all of them).
+    num_val_samples : int, optional
+        Validation accuracy on a fixed seeded subsample of this size (None: all of them).
+    drop_last : bool
+        Skip the last, incomplete batch of each epoch.
+    progress : bool
+        Show a progress bar with loss and accuracies.
+    verbose : bool
+        Print one summary line per epoch.
+    callback : callable, optional
+        ``callback(solver)`` after every iteration.
+    epoch_callback : callable, optional
+        ``epoch_callback(solver)`` after every epoch (and its checkpoint).
+
+    Attributes
+    ----------
+    loss_history : list of float
+        Training loss of every iteration.
+    train_acc_history, val_acc_history, lr_history : list of float
+        Per epoch; ``lr_history`` holds the rate of the epoch's last update.
+    best_val_acc : float
+    best_epoch : int
+        1-based epoch of ``best_val_acc`` (0 before the first epoch ends).
+    best_params, best_buffers : dict of ndarray or None
+    epoch, step : int
+        Epochs and iterations completed.
+    stopped_early : bool
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        data: Mapping[str, Any],
+        *,
+        optimizer: str = "adam",
+        optim_config: Mapping[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float | None = None,
+        schedule: str | Schedule = "constant",
+        schedule_kwargs: Mapping[str, Any] | None = None,
+        warmup_epochs: int = 0,
+        batch_size: int = 128,
+        epochs: int = 10,
+        augment: str | Augment | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        early_stopping: int | None = None,
+        restore_best: bool = True,
+        num_train_samples: int | None = 1000,
+        num_val_samples: int | None = None,
+        drop_last: bool = False,
+        progress: bool = True,
+        verbose: bool = True,
+        callback: Callable[[Solver], None] | None = None,
+        epoch_callback: Callable[[Solver], None] | None = None,
+    ) -> None:
+        if not (isinstance(getattr(model, "params", None), dict) and callable(model.loss)):
+            raise TypeError(f"model must have a params dict and a loss method, got {model!r}")
+        self.model = model
+        arrays = _check_data(data)
+        self.X_train, self.y_train = arrays["X_train"], arrays["y_train"]
+        self.X_val, self.y_val = arrays["X_val"], arrays["y_val"]
+
+        _check_count("batch_size", batch_size, 1)
+        _check_count("epochs", epochs, 1)
+        _check_count("warmup_epochs", warmup_epochs, 0)
+        _check_count("seed", seed, 0)
+        _check_count("early_stopping", early_stopping, 1, allow_none=True)
+        _check_count("num_train_samples", num_train_samples, 1, allow_none=True)
+        _check_count("num_val_samples", num_val_samples, 1, allow_none=True)
+        if warmup_epochs >= epochs:
+            raise ValueError(
+                f"warmup_epochs ({warmup_epochs}) must be smaller than epochs ({epochs})"
+            )
+        num_train = len(self.X_train)
+        self.iterations_per_epoch = (
+            num_train // batch_size if drop_last else -(-num_train // batch_size)
+        )
+        if self.iterations_per_epoch == 0:
+            raise ValueError(
+                f"drop_last with batch_size {batch_size} leaves no batch of {num_train} samples"
+            )
+        self.batch_size, self.epochs, self.seed = batch_size, epochs, seed
+        self.warmup_epochs, self.early_stopping, self.drop_last = (
+            warmup_epochs,
+            early_stopping,
+            drop_last,
+        )
+        self.num_train_samples, self.num_val_samples = num_train_samples, num_val_samples
+        self.restore_best, self.progress, self.verbose = restore_best, progress, verbose
+        self.callback, self.epoch_callback = callback, epoch_callback
+
+        self.optimizer = optimizer
+        self.update_rule = get_update_rule(optimizer)
+        self._optim_config = dict(optim_config or {})
+        base = {"lr": lr, **self._optim_config}
+        if weight_decay is not None:
+            base.setdefault("weight_decay", weight_decay)
+        if not (isinstance(base["lr"], numbers.Real) and base["lr"] >= 0):
+            raise ValueError(f"Invalid learning rate: {base['lr']}")
+        self.lr, self.weight_decay = float(base["lr"]), weight_decay
+        self.optim_configs = self._init_optim_configs(base)
+
+        self.schedule_name = schedule if isinstance(schedule, str) else None
+        self._schedule_kwargs = dict(schedule_kwargs or {})
+        self.schedule = self._build_schedule(schedule)
+        self.augment_spec = augment if isinstance(augment, str) or augment is None else None
+        self.augment = make_augment(augment) if self.augment_spec is not None else augment
+        if self.augment is not None and not callable(self.augment):
+            raise TypeError(f"augment must be a spec string or a callable, got {augment!r}")
+
+        self.rng = np.random.default_rng(seed)
+        self.epoch = self.step = self.batch = 0
+        self._perm: np.ndarray | None = None
+        self.loss_history: list[float] = []
+        self.train_acc_history: list[float] = []
+        self.val_acc_history: list[float] = []
+        self.lr_history: list[float] = []
+        self.best_val_acc, self.best_epoch = 0.0, 0
+        self.best_params: dict[str, np.ndarray] | None = None
+        self.best_buffers: dict[str, np.ndarray] | None = None
+        self.stopped_early = False
+        self._last_lr = self.schedule(0)
+        self._in_iteration = self._sigint_pending = False
+
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        if self.checkpoint_dir is not None and (self.checkpoint_dir / STATE_FILE).exists():
+            if not resume:
+                raise ValueError(
+                    f"{self.checkpoint_dir} already holds a checkpoint; pass resume=True to "
+                    "continue it, or choose another checkpoint_dir"
+                )
+            self._load_checkpoint()
+
+    # ----------------------------------------------------------------------------- construction
+
+    def _init_optim_configs(self, base: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """One config per parameter; weight decay only on "W" weights (torch's two groups)."""
+        configs = {}
+        for name, w in self.model.params.items():
+            config = dict(base)
+            if not name.startswith("W"):
+                config["weight_decay"] = 0.0
+            # A dry run on a scalar surfaces a bad key or value now rather than at step 1.
+            dtype = w.dtype if np.issubdtype(w.dtype, np.floating) else np.float64
+            self.update_rule(np.zeros(1, dtype), np.zeros(1, dtype), dict(config))
+            configs[name] = config
+        return configs
+
+    def _build_schedule(self, schedule: str | Schedule) -> Schedule:
+        total = self.epochs * self.iterations_per_epoch
+        warmup = self.warmup_epochs * self.iterations_per_epoch
+        if isinstance(schedule, str):
+            return make_schedule(
+                schedule, self.lr, total, warmup_steps=warmup, **self._schedule_kwargs
+            )
+        if not callable(schedule):
+            raise TypeError(
+                f"schedule must be a name or a callable schedule(step), got {schedule!r}"
+            )
+        if self._schedule_kwargs:
+            raise ValueError("schedule_kwargs only apply to a schedule given by name")
+        return WarmupLR(schedule, warmup) if warmup else schedule
+
+    @classmethod
+    def resume(
+        cls, checkpoint_dir: str | Path, model: Any, data: Mapping[str, Any], **overrides: Any
+    ) -> Solver:
+        """Rebuild the solver saved in ``checkpoint_dir`` around ``model`` and ``data``.
+
+        The settings come from the checkpoint; ``overrides`` replace any of them (``epochs`` to
+        train longer, ``progress``...). A schedule or augmentation given as a callable is not
+        saved, so it must be passed again. Call :meth:`train` to continue.
+        """
+        state = read_json(Path(checkpoint_dir) / STATE_FILE)
+        settings = dict(state["settings"])
+        for key in ("schedule", "augment"):
+            if settings.pop(f"custom_{key}") and key not in overrides:
+                raise ValueError(f"the checkpoint's {key} was a callable; pass {key}= to resume")
+        # JSON turned tuples such as betas into lists.
+        settings["optim_config"] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in settings["optim_config"].items()
+        }
+        settings.update(overrides)
+        return cls(model, data, checkpoint_dir=checkpoint_dir, resume=True, **settings)
+
+    # ----------------------------------------------------------------------------- training
+
+    def train(self) -> Solver:
+        """Train until ``epochs`` are done or early stopping; return ``self``.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the loss or an update is not finite; the model keeps its last good parameters.
+        KeyboardInterrupt
+            Re-raised after saving a checkpoint of the last completed iteration.
+        """
+        with self._progress_bar() as bar, self._deferred_sigint():
+            try:
+                while self.epoch < self.epochs and not self.stopped_early:
+                    self._train_epoch(bar)
+            except KeyboardInterrupt:
+                self.save_checkpoint()
+                raise
+        if self.restore_best and self.best_params is not None:
+            self.model.params.update({k: v.copy() for k, v in self.best_params.items()})
+            self._set_buffers(self.best_buffers or {})
+        return self
+
+    def _train_epoch(self, bar: Any) -> None:
+        if self._perm is None:
+            self._perm = self.rng.permutation(len(self.X_train))
+        while self.batch < self.iterations_per_epoch:
+            self._train_iteration()
+            if bar is not None:
+                bar.advance(loss=self.loss_history[-1])
+            if self.callback is not None:
+                self.callback(self)
+        self._end_epoch(bar)
+
+    def _train_iteration(self) -> None:
+        """One update; a failure part-way leaves the solver as it was before the iteration."""
+        snapshot = (self.rng.bit_generator.state, self._model_rng_state(), self._buffers_copy())
+        self._in_iteration = True
+        try:
+            start = self.batch * self.batch_size
+            idx = self._perm[start : start + self.batch_size]
+            X_batch, y_batch = self.X_train[idx], self.y_train[idx]
+            if self.augment is not None:
+                X_batch = self.augment(X_batch, self.rng)
+            loss = self._step(X_batch, y_batch)
+            self.loss_history.append(loss)
+            self.step += 1
+            self.batch += 1
+        except BaseException:
+            self.rng.bit_generator.state = snapshot[0]
+            self._set_model_rng_state(snapshot[1])
+            self._set_buffers(snapshot[2])
+            raise
+        finally:
+            self._in_iteration = False
+        if self._sigint_pending:
+            self._sigint_pending = False
+            raise KeyboardInterrupt
+
+    def _step(self, X_batch: np.ndarray, y_batch: np.ndarray) -> float:
+        """Forward, backward and one update on a batch; return the loss.
+
+        Parameters
+        ----------
+        X_batch : ndarray of shape (B, ...)
+        y_batch : ndarray of shape (B,)
+
+        Nothing reaches ``model.params`` unless the loss and every updated parameter are finite;
+        the update is committed all at once.
+        """
+        loss, grads = self.model.loss(X_batch, y_batch)
+        loss = float(loss)
+        lr = self.schedule(self.step)
+        if not math.isfinite(loss):
+            raise self._diverged(f"the loss is {loss}", lr)
+        if grads.keys() != self.model.params.keys():
+            raise ValueError(
+                f"model.loss returned gradients for {sorted(grads)}, params are "
+                f"{sorted(self.model.params)}"
+            )
+        new_params = {}
+        for name, w in self.model.params.items():
+            config = self.optim_configs[name]
+            config["lr"] = lr
+            next_w, self.optim_configs[name] = self.update_rule(w, grads[name], config)
+            if not np.isfinite(next_w).all():
+                raise self._diverged(f"the update of {name!r} is not finite", lr)
+            new_params[name] = next_w
+        self.model.params.update(new_params)
+        self._last_lr = lr
+        return loss
+
+    def _diverged(self, what: str, lr: float) -> TrainingDivergedError:
+        kept = ""
+        if self.checkpoint_dir is not None and (self.checkpoint_dir / STATE_FILE).exists():
+            kept = f" The last good checkpoint is kept in {self.checkpoint_dir}."
+        return TrainingDivergedError(
+            f"Training diverged at epoch {self.epoch + 1}/{self.epochs}, iteration "
+            f"{self.batch + 1}/{self.iterations_per_epoch} (step {self.step + 1}): {what}. "
+            f"The learning rate {lr:g} is probably too high; try {lr / 10:g}.{kept}"
+        )
+
+    def _end_epoch(self, bar: Any) -> None:
+        epoch = self.epoch + 1
+        train_rng = np.random.default_rng((self.seed, 1, epoch))
+        train_acc = self.check_accuracy(
+            self.X_train, self.y_train, num_samples=self.num_train_samples, rng=train_rng
+        )
+        val_acc = self.check_accuracy(
+            self.X_val,
+            self.y_val,
+            num_samples=self.num_val_samples,
+            rng=np.random.default_rng((self.seed, 2)),
+        )
+        self._in_iteration = True
+        try:
+            self.train_acc_history.append(train_acc)
+            self.val_acc_history.append(val_acc)
+            self.lr_history.append(self._last_lr)
+            if self.best_epoch == 0 or val_acc > self.best_val_acc:
+                self.best_val_acc, self.best_epoch = val_acc, epoch
+                self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+                self.best_buffers = self._buffers_copy()
+            if self.early_stopping is not None and epoch - self.best_epoch >= self.early_stopping:
+                self.stopped_early = True
+            self.epoch, self.batch, self._perm = epoch, 0, None
+        finally:
+            self._in_iteration = False
+        self.save_checkpoint()
+        line = (
+            f"epoch {epoch}/{self.epochs}  loss {self.loss_history[-1]:.4f}  "
+            f"train acc {train_acc:.3f}  val acc {val_acc:.3f}  lr {self._last_lr:.3g}"
+        )
+        if self.stopped_early:
+            line += (
+                f"  (early stop: best val acc {self.best_val_acc:.3f} at epoch {self.best_epoch})"
+            )
+        if bar is not None:
+            bar.end_epoch(train_acc, val_acc, line if self.verbose else None)
+        elif self.verbose:
+            print(line, flush=True)
+        if self._sigint_pending:
+            self._sigint_pending = False
+            raise KeyboardInterrupt
+        if self.epoch_callback is not None:
+            self.epoch_callback(self)
+
+    # ----------------------------------------------------------------------------- evaluation
+
+    def _predict_scores(self, X_batch: np.ndarray) -> np.ndarray:
+        """Class scores ``(B, C)`` of a batch ``(B, ...)`` in eval mode."""
+        return self.model.loss(X_batch)
+
+    def check_accuracy(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        num_samples: int | None = None,
+        batch_size: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> float:
+        """Fraction of ``X`` classified as ``y``, predicted in batches.
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, ...)
+        y : ndarray of shape (N,)
+        num_samples : int, optional
+            Score a random subsample of this size (None: all of ``X``).
+        batch_size : int, optional
+            Samples per forward pass (default: the solver's ``batch_size``).
+        rng : numpy.random.Generator, optional
+            Draws the subsample; default: a generator seeded with the solver's ``seed``.
+        """
+        X, y = np.asarray(X), np.asarray(y)
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} samples but y has {len(y)} labels")
+        if len(X) == 0:
+            raise ValueError("cannot measure accuracy on an empty set")
+        _check_count("num_samples", num_samples, 1, allow_none=True)
+        _check_count("batch_size", batch_size, 1, allow_none=True)
+        if num_samples is not None and num_samples < len(X):
+            rng = np.random.default_rng(self.seed) if rng is None else rng
+            idx = rng.choice(len(X), num_samples, replace=False)
+            X, y = X[idx], y[idx]
+        batch_size = batch_size or self.batch_size
+        correct = 0
+        for start in range(0, len(X), batch_size):
+            scores = self._predict_scores(X[start : start + batch_size])  # (B, C)
+            correct += int(np.sum(np.argmax(scores, axis=1) == y[start : start + batch_size]))
+        return correct / len(X)
+
+    # ----------------------------------------------------------------------------- model state
+
+    def _buffers_copy(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v, copy=True) for k, v in getattr(self.model, "buffers", {}).items()}
+
+    def _set_buffers(self, buffers: Mapping[str, np.ndarray]) -> None:
+        for name, value in buffers.items():
+            # In place, so that whatever holds a reference to the buffer sees the new values.
+            np.copyto(self.model.buffers[name], value)
+
+    def _model_rng_state(self) -> dict[str, Any] | None:
+        rng = getattr(self.model, "rng", None)
+        return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
+
+    def _set_model_rng_state(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.model.rng.bit_generator.state = state
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer,
+            "optim_config": self._optim_config,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "schedule": self.schedule_name or "constant",
+            "custom_schedule": self.schedule_name is None,
+            "schedule_kwargs": self._schedule_kwargs,
+            "warmup_epochs": self.warmup_epochs,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "augment": self.augment_spec,
+            "custom_augment": self.augment_spec is None and self.augment is not None,
+            "seed": self.seed,
+            "early_stopping": self.early_stopping,
+            "restore_best": self.restore_best,
+            "num_train_samples": self.num_train_samples,
+            "num_val_samples": self.num_val_samples,
+            "drop_last": self.drop_last,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the training state to ``checkpoint_dir`` (no-op without one); return its path.
+
+        Arrays go to one of two ``.npz`` files, alternately, and the JSON state names the one it
+        belongs to and is written last, so an interrupted save leaves the previous checkpoint
+        whole. Parameters that are not finite are never written.
+        """
+        if self.checkpoint_dir is None:
+            return None
+        for name, w in self.model.params.items():
+            if not np.isfinite(w).all():
+                raise TrainingDivergedError(
+                    f"parameter {name!r} is not finite; the checkpoint in {self.checkpoint_dir} "
+                    "was left as it was"
+                )
+        state_path = self.checkpoint_dir / STATE_FILE
+        previous = read_json(state_path)["arrays"] if state_path.exists() else None
+        arrays_file = _ARRAY_FILES[1] if previous == _ARRAY_FILES[0] else _ARRAY_FILES[0]
+        optim_meta, arrays = _pack_configs(self.optim_configs)
+        arrays.update({f"params/{k}": v for k, v in self.model.params.items()})
+        arrays.update({f"buffers/{k}": v for k, v in self._buffers_copy().items()})
+        for k, v in (self.best_params or {}).items():
+            arrays[f"best_params/{k}"] = v
+        for k, v in (self.best_buffers or {}).items():
+            arrays[f"best_buffers/{k}"] = v
+        if self._perm is not None:
+            arrays["perm"] = self._perm
+        save_arrays(self.checkpoint_dir / arrays_file, arrays)
+        config = getattr(self.model, "config", None)
+        state = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "arrays": arrays_file,
+            "model_class": type(self.model).__name__,
+            "model_config": config() if callable(config) else None,
+            "settings": self._settings(),
+            "num_train": len(self.X_train),
+            "iterations_per_epoch": self.iterations_per_epoch,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "last_lr": self._last_lr,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "history": {
+                "loss": self.loss_history,
+                "train_acc": self.train_acc_history,
+                "val_acc": self.val_acc_history,
+                "lr": self.lr_history,
+            },
+            "rng": self.rng.bit_generator.state,
+            "model_rng": self._model_rng_state(),
+            "optimizer_state": optim_meta,
+        }
+        write_json(state_path, state)
+        return state_path
+
+    def _load_checkpoint(self) -> None:
+        assert self.checkpoint_dir is not None
+        state_path = self.checkpoint_dir / STATE_FILE
+        state = read_json(state_path)
+        if state.get("format") != _FORMAT or state.get("version") != _VERSION:
+            raise ValueError(f"{state_path}: not a pix2pred solver checkpoint (version {_VERSION})")
+        arrays = load_arrays(self.checkpoint_dir / state["arrays"])
+        params = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
+        for name, w in self.model.params.items():
+            if name not in params or params[name].shape != w.shape or params[name].dtype != w.dtype:
+                saved = params.get(name)
+                found = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
+                raise ValueError(
+                    f"{state_path}: parameter {name!r} is {found} in the checkpoint but "
+                    f"{w.dtype} {w.shape} in the model ({state['model_class']} saved it)"
+                )
+        if extra := sorted(set(params) - set(self.model.params)):
+            raise ValueError(f"{state_path}: the model has no parameter(s) {', '.join(extra)}")
+        if state["num_train"] != len(self.X_train):
+            raise ValueError(
+                f"{state_path}: saved for {state['num_train']} training samples, got "
+                f"{len(self.X_train)}"
+            )
+        if state["batch"] and state["iterations_per_epoch"] != self.iterations_per_epoch:
+            raise ValueError(
+                f"{state_path}: saved mid-epoch with {state['iterations_per_epoch']} iterations "
+                f"per epoch; batch_size {self.batch_size} gives {self.iterations_per_epoch}"
+            )
+        self.model.params.update({k: v.copy() for k, v in params.items()})
+        self._set_buffers({k[8:]: v for k, v in arrays.items() if k.startswith("buffers/")})
+        best = {k[12:]: v for k, v in arrays.items() if k.startswith("best_params/")}
+        self.best_params = best or None
+        self.best_buffers = {k[13:]: v for k, v in arrays.items() if k.startswith("best_buffers/")}
+        self._perm = arrays.get("perm")
+        self.optim_configs = _unpack_configs(state["optimizer_state"], arrays)
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self._last_lr = state["last_lr"]
+        self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
+        self.stopped_early = state["stopped_early"]
+        history = state["history"]
+        self.loss_history = history["loss"]
+        self.train_acc_history = history["train_acc"]
+        self.val_acc_history = history["val_acc"]
+        self.lr_history = history["lr"]
+        self.rng.bit_generator.state = state["rng"]
+        self._set_model_rng_state(state["model_rng"])
+
+    # ----------------------------------------------------------------------------- interaction
+
+    @contextlib.contextmanager
+    def _deferred_sigint(self) -> Iterator[None]:
+        """Let Ctrl-C finish the current iteration, so the checkpoint it leaves is consistent.
+
+        A second Ctrl-C interrupts at once. Only installed from the main thread over Python's
+        default handler; elsewhere ``KeyboardInterrupt`` arrives as usual.
+        """
+        install = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+        if not install:
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._in_iteration and not self._sigint_pending:
+                self._sigint_pending = True
+                return
+            raise KeyboardInterrupt
+
+        self._sigint_pending = False
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextlib.contextmanager
+    def _progress_bar(self) -> Iterator[_ProgressBar | None]:
+        if not self.progress:
+            yield None
+            return
+        bar = _ProgressBar(self)
+        with bar.progress:
+            yield bar
+
+
+class _ProgressBar:
+    """A rich progress bar over all iterations, with the epoch, loss and accuracies."""
+
+    def __init__(self, solver: Solver) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.solver = solver
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "loss {task.fields[loss]}  train {task.fields[train]}  val {task.fields[val]}"
+            ),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        last = solver.loss_history[-1] if solver.loss_history else math.nan
+        self.task = self.progress.add_task(
+            self._description(),
+            total=solver.epochs * solver.iterations_per_epoch,
+            completed=solver.epoch * solver.iterations_per_epoch + solver.batch,
+            loss=f"{last:.4f}",
+            train=_fmt(solver.train_acc_history),
+            val=_fmt(solver.val_acc_history),
+        )
+
+    def _description(self) -> str:
+        return f"epoch {min(self.solver.epoch + 1, self.solver.epochs)}/{self.solver.epochs}"
+
+    def advance(self, loss: float) -> None:
+        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+
+    def end_epoch(self, train_acc: float, val_acc: float, line: str | None) -> None:
+        if line is not None:
+            self.progress.console.print(line)
+        self.progress.update(
+            self.task,
+            description=self._description(),
+            train=f"{train_acc:.3f}",
+            val=f"{val_acc:.3f}",
+        )
+
+
+def _fmt(history: list[float]) -> str:
+    return f"{history[-1]:.3f}" if history else "-"
