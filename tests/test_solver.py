@@ -226,6 +226,48 @@ def test_optim_config_reaches_every_parameter_and_keeps_state_per_parameter():
     assert solver.optim_configs["b"]["velocity"].shape == (3,)
 
 
+def test_momentum_keyword_follows_torch_and_is_ignored_by_adam():
+    data = blobs()
+    configs = Solver(TinySoftmax(), data, optimizer="sgd", momentum=0.5, **QUIET).optim_configs
+    assert configs["W"]["momentum"] == configs["b"]["momentum"] == 0.5
+    configs = Solver(
+        TinySoftmax(),
+        data,
+        optimizer="rmsprop",
+        momentum=0.5,
+        optim_config={"momentum": 0.1},
+        **QUIET,
+    ).optim_configs
+    assert configs["W"]["momentum"] == 0.1
+    configs = Solver(TinySoftmax(), data, optimizer="adam", momentum=0.9, **QUIET).optim_configs
+    assert "momentum" not in configs["W"]
+
+
+def test_without_validation_data_the_last_epoch_is_kept():
+    data = {**blobs(), "X_val": None, "y_val": None}
+    snapshots = []
+    solver = Solver(
+        TinySoftmax(),
+        data,
+        lr=0.05,
+        batch_size=16,
+        epochs=3,
+        epoch_callback=lambda s: snapshots.append(s.model.params["W"].copy()),
+        **QUIET,
+    ).train()
+    assert solver.val_acc_history == [] and len(solver.train_acc_history) == 3
+    assert solver.best_params is None and solver.best_epoch == 0
+    np.testing.assert_array_equal(solver.model.params["W"], snapshots[-1])
+    history = solver.history()
+    assert json.loads(json.dumps(history)) == history
+    assert history["best_val_acc"] is None and history["epochs"] == 3
+    assert history["loss"] == solver.loss_history
+    empty = {**blobs(), "X_val": np.zeros((0, 1, 4, 4)), "y_val": np.zeros(0, dtype=np.int64)}
+    assert Solver(TinySoftmax(), empty, **QUIET).X_val is None
+    with pytest.raises(ValueError, match="early_stopping=2 needs validation data"):
+        Solver(TinySoftmax(), data, early_stopping=2, **QUIET)
+
+
 def test_check_accuracy_predicts_in_batches_and_subsamples_with_a_seed():
     data = blobs()
     model = TinySoftmax()
@@ -304,6 +346,7 @@ def test_progress_bar_and_verbose_lines(capsys):
         ({"early_stopping": 0}, "early_stopping must be an integer >= 1, got 0"),
         ({"augment": "flip,spin"}, "Unknown augmentation 'spin'"),
         ({"resume": True}, "resume=True needs a checkpoint_dir"),
+        ({"momentum": 1.5, "optimizer": "sgd_momentum"}, "Invalid momentum value: 1.5"),
         ({"batch_size": 100, "drop_last": True}, "drop_last with batch_size 100"),
     ],
 )
@@ -316,7 +359,9 @@ def test_bad_data_is_refused_with_the_lengths():
     data = blobs()
     with pytest.raises(ValueError, match="X_train has 60 samples but y_train has 59 labels"):
         Solver(TinySoftmax(), {**data, "y_train": data["y_train"][:-1]}, **QUIET)
-    with pytest.raises(ValueError, match="data is missing y_val"):
+    with pytest.raises(ValueError, match="data is missing y_train"):
+        Solver(TinySoftmax(), {k: v for k, v in data.items() if k != "y_train"}, **QUIET)
+    with pytest.raises(ValueError, match="one of X_val and y_val but not the other"):
         Solver(TinySoftmax(), {k: v for k, v in data.items() if k != "y_val"}, **QUIET)
     with pytest.raises(ValueError, match="y_val must be integer labels"):
         Solver(TinySoftmax(), {**data, "y_val": data["y_val"].astype(float)}, **QUIET)

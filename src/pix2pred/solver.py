@@ -41,6 +41,8 @@ _FORMAT = "pix2pred.solver"
 _VERSION = 1
 _ARRAY_FILES = ("solver_arrays_a.npz", "solver_arrays_b.npz")
 _DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
+# The rules with a momentum hyperparameter (torch's SGD and RMSprop); Adam's is betas[0].
+_MOMENTUM_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -58,15 +60,22 @@ def _check_count(name: str, value: object, minimum: int, allow_none: bool = Fals
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray | None]:
+    """The four arrays of ``data``; ``X_val``, ``y_val`` are None when there is no validation."""
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping with keys {_DATA_KEYS}, got {type(data).__name__}")
-    missing = [key for key in _DATA_KEYS if key not in data]
+    missing = [key for key in _DATA_KEYS[:2] if key not in data]
     if missing:
         raise ValueError(f"data is missing {', '.join(missing)}; expected keys {_DATA_KEYS}")
-    arrays = {key: np.asarray(data[key]) for key in _DATA_KEYS}
+    arrays: dict[str, np.ndarray | None] = {}
     for split in ("train", "val"):
-        X, y = arrays[f"X_{split}"], arrays[f"y_{split}"]
+        X, y = data.get(f"X_{split}"), data.get(f"y_{split}")
+        if split == "val" and (X is None) != (y is None):
+            raise ValueError("data has one of X_val and y_val but not the other")
+        if split == "val" and (X is None or len(X) == 0):
+            arrays["X_val"] = arrays["y_val"] = None
+            continue
+        X, y = np.asarray(X), np.asarray(y)
         if X.ndim < 2:
             raise ValueError(f"X_{split} must have shape (N, ...) with N samples, got {X.shape}")
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -77,6 +86,7 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
             raise ValueError(f"X_{split} has {len(X)} samples but y_{split} has {len(y)} labels")
         if len(X) == 0:
             raise ValueError(f"X_{split} is empty")
+        arrays[f"X_{split}"], arrays[f"y_{split}"] = X, y
     return arrays
 
 
@@ -140,15 +150,22 @@ class Solver:
         and ``config()``.
     data : mapping
         ``X_train (N, ...)``, ``y_train (N,)``, ``X_val (M, ...)``, ``y_val (M,)``: float inputs
-        already preprocessed (NCHW for images) and int labels.
+        already preprocessed (NCHW for images) and int labels. Without validation data (the
+        ``X_val`` and ``y_val`` keys missing, None or empty) no validation accuracy is recorded
+        and the model keeps the last epoch's parameters.
     optimizer : str
         A rule of :mod:`pix2pred.nn_numpy.optim`: "sgd", "sgd_momentum", "nesterov", "rmsprop",
         "adam", "adamw".
     optim_config : dict, optional
         Hyperparameters for the rule (``momentum``, ``betas``, ``eps``, ``alpha``, ...); its
-        ``lr`` and ``weight_decay``, when given, take precedence over the keywords below.
+        ``lr``, ``momentum`` and ``weight_decay``, when given, take precedence over the keywords
+        below.
     lr : float
         Base learning rate, the schedule's peak.
+    momentum : float, optional
+        Momentum of "sgd", "sgd_momentum", "nesterov" and "rmsprop", with torch's meaning (so
+        "sgd" with a momentum is momentum SGD); ignored by "adam" and "adamw", whose momentum is
+        ``betas[0]``. None: the rule's default.
     weight_decay : float, optional
         PyTorch's ``weight_decay`` of the rule, applied only to parameters whose name starts with
         "W" (never to biases, gamma or beta). ``None``: the rule's default (0, and 1e-2 for
@@ -215,6 +232,7 @@ class Solver:
         optimizer: str = "adam",
         optim_config: Mapping[str, Any] | None = None,
         lr: float = 1e-3,
+        momentum: float | None = None,
         weight_decay: float | None = None,
         schedule: str | Schedule = "constant",
         schedule_kwargs: Mapping[str, Any] | None = None,
@@ -249,6 +267,10 @@ class Solver:
         _check_count("early_stopping", early_stopping, 1, allow_none=True)
         _check_count("num_train_samples", num_train_samples, 1, allow_none=True)
         _check_count("num_val_samples", num_val_samples, 1, allow_none=True)
+        if early_stopping is not None and self.X_val is None:
+            raise ValueError(
+                f"early_stopping={early_stopping} needs validation data (X_val, y_val)"
+            )
         if warmup_epochs >= epochs:
             raise ValueError(
                 f"warmup_epochs ({warmup_epochs}) must be smaller than epochs ({epochs})"
@@ -277,9 +299,11 @@ class Solver:
         base = {"lr": lr, **self._optim_config}
         if weight_decay is not None:
             base.setdefault("weight_decay", weight_decay)
+        if momentum is not None and optimizer in _MOMENTUM_RULES:
+            base.setdefault("momentum", momentum)
         if not (isinstance(base["lr"], numbers.Real) and base["lr"] >= 0):
             raise ValueError(f"Invalid learning rate: {base['lr']}")
-        self.lr, self.weight_decay = float(base["lr"]), weight_decay
+        self.lr, self.momentum, self.weight_decay = float(base["lr"]), momentum, weight_decay
         self.optim_configs = self._init_optim_configs(base)
 
         self.schedule_name = schedule if isinstance(schedule, str) else None
@@ -476,18 +500,19 @@ class Solver:
         train_acc = self.check_accuracy(
             self.X_train, self.y_train, num_samples=self.num_train_samples, rng=train_rng
         )
-        val_acc = self.check_accuracy(
-            self.X_val,
-            self.y_val,
-            num_samples=self.num_val_samples,
-            rng=np.random.default_rng((self.seed, 2)),
-        )
+        val_acc = None
+        if self.X_val is not None:
+            val_rng = np.random.default_rng((self.seed, 2))
+            val_acc = self.check_accuracy(
+                self.X_val, self.y_val, num_samples=self.num_val_samples, rng=val_rng
+            )
         self._in_iteration = True
         try:
             self.train_acc_history.append(train_acc)
-            self.val_acc_history.append(val_acc)
             self.lr_history.append(self._last_lr)
-            if self.best_epoch == 0 or val_acc > self.best_val_acc:
+            if val_acc is not None:
+                self.val_acc_history.append(val_acc)
+            if val_acc is not None and (self.best_epoch == 0 or val_acc > self.best_val_acc):
                 self.best_val_acc, self.best_epoch = val_acc, epoch
                 self.best_params = {k: v.copy() for k, v in self.model.params.items()}
                 self.best_buffers = self._buffers_copy()
@@ -497,16 +522,16 @@ class Solver:
         finally:
             self._in_iteration = False
         self.save_checkpoint()
-        line = (
-            f"epoch {epoch}/{self.epochs}  loss {self.loss_history[-1]:.4f}  "
-            f"train acc {train_acc:.3f}  val acc {val_acc:.3f}  lr {self._last_lr:.3g}"
-        )
+        line = f"epoch {epoch}/{self.epochs}  loss {self.loss_history[-1]:.4f}  "
+        line += f"train acc {train_acc:.3f}  "
+        line += f"val acc {val_acc:.3f}  " if val_acc is not None else ""
+        line += f"lr {self._last_lr:.3g}"
         if self.stopped_early:
             line += (
                 f"  (early stop: best val acc {self.best_val_acc:.3f} at epoch {self.best_epoch})"
             )
         if bar is not None:
-            bar.end_epoch(train_acc, val_acc, line if self.verbose else None)
+            bar.end_epoch(line if self.verbose else None)
         elif self.verbose:
             print(line, flush=True)
         if self._sigint_pending:
@@ -514,6 +539,20 @@ class Solver:
             raise KeyboardInterrupt
         if self.epoch_callback is not None:
             self.epoch_callback(self)
+
+    def history(self) -> dict[str, Any]:
+        """The run so far as plain JSON: histories, best epoch, where it stopped."""
+        return {
+            "loss": list(self.loss_history),
+            "train_acc": list(self.train_acc_history),
+            "val_acc": list(self.val_acc_history),
+            "lr": list(self.lr_history),
+            "best_val_acc": self.best_val_acc if self.best_epoch else None,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epoch,
+            "iterations_per_epoch": self.iterations_per_epoch,
+            "stopped_early": self.stopped_early,
+        }
 
     # ----------------------------------------------------------------------------- evaluation
 
@@ -585,6 +624,7 @@ class Solver:
             "optimizer": self.optimizer,
             "optim_config": self._optim_config,
             "lr": self.lr,
+            "momentum": self.momentum,
             "weight_decay": self.weight_decay,
             "schedule": self.schedule_name or "constant",
             "custom_schedule": self.schedule_name is None,
@@ -787,14 +827,14 @@ class _ProgressBar:
     def advance(self, loss: float) -> None:
         self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
 
-    def end_epoch(self, train_acc: float, val_acc: float, line: str | None) -> None:
+    def end_epoch(self, line: str | None) -> None:
         if line is not None:
             self.progress.console.print(line)
         self.progress.update(
             self.task,
             description=self._description(),
-            train=f"{train_acc:.3f}",
-            val=f"{val_acc:.3f}",
+            train=_fmt(self.solver.train_acc_history),
+            val=_fmt(self.solver.val_acc_history),
         )
 
 
