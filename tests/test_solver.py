@@ -511,6 +511,16 @@ def test_resume_refuses_a_model_of_another_shape(tmp_path):
         Solver.resume(tmp_path, TinySoftmax(num_classes=4), blobs())
 
 
+def test_resume_keeps_optimizer_state_and_applies_new_hyperparameters(tmp_path):
+    straight_run(blobs(), epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="the run used optimizer 'adam', not 'sgd'"):
+        Solver.resume(tmp_path, TinySoftmax(dropout=0.2), blobs(), optimizer="sgd")
+    resumed = Solver.resume(tmp_path, TinySoftmax(dropout=0.2), blobs(), weight_decay=0.25)
+    assert resumed.optim_configs["W"]["weight_decay"] == 0.25
+    assert resumed.optim_configs["b"]["weight_decay"] == 0.0
+    assert resumed.optim_configs["W"]["t"] == 4
+
+
 def test_resume_needs_a_callable_schedule_again(tmp_path):
     straight_run(blobs(), epochs=1, schedule=lambda step: 0.01, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="schedule was a callable; pass schedule="):

@@ -718,6 +718,11 @@ class Solver:
                 )
         if extra := sorted(set(params) - set(self.model.params)):
             raise ValueError(f"{state_path}: the model has no parameter(s) {', '.join(extra)}")
+        if state["settings"]["optimizer"] != self.optimizer:
+            raise ValueError(
+                f"{state_path}: the run used optimizer {state['settings']['optimizer']!r}, "
+                f"not {self.optimizer!r}"
+            )
         if state["num_train"] != len(self.X_train):
             raise ValueError(
                 f"{state_path}: saved for {state['num_train']} training samples, got "
@@ -734,7 +739,9 @@ class Solver:
         self.best_params = best or None
         self.best_buffers = {k[13:]: v for k, v in arrays.items() if k.startswith("best_buffers/")}
         self._perm = arrays.get("perm")
-        self.optim_configs = _unpack_configs(state["optimizer_state"], arrays)
+        saved = _unpack_configs(state["optimizer_state"], arrays)
+        # The optimizer's state comes from the checkpoint, hyperparameters given now win.
+        self.optim_configs = {k: {**saved[k], **config} for k, config in self.optim_configs.items()}
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self._last_lr = state["last_lr"]
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
