@@ -33,6 +33,32 @@ class ConvSpec:
         """Number of conv layers."""
         return sum(1 for t in self.features if t != POOL)
 
+    def conv_shapes(self, input_shape: tuple[int, int, int]) -> tuple[list[tuple[int, int]], int]:
+        """Channels in and out of each conv for ``(C, H, W)`` inputs, and the flattened size.
+
+        Returns
+        -------
+        convs : list of (C_in, F), one per conv layer in order
+        D : int, the number of features after the last layer, flattened
+
+        Raises
+        ------
+        ValueError
+            When the pools shrink the maps below 1x1 (each pool halves H and W, rounded down).
+        """
+        C, H, W = input_shape
+        convs = []
+        for token in self.features:
+            if token != POOL:
+                convs.append((C, token))
+                C = token
+            elif H < 2 or W < 2:
+                shape = "x".join(map(str, input_shape))
+                raise ValueError(f"ConvNet spec '{self}' pools a {shape} input below 1x1")
+            else:
+                H, W = H // 2, W // 2
+        return convs, C * H * W
+
     def __str__(self) -> str:
         """The canonical spec string, which ``parse_spec`` reads back to an equal spec."""
         features = ",".join(str(t) for t in self.features)

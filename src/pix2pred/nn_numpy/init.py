@@ -1,4 +1,4 @@
-"""Weight initialisation and dtype helpers shared by the numpy models.
+"""Weight initialisation and constructor-argument checks shared by the numpy models.
 
 Three schemes, by name:
 
@@ -15,11 +15,22 @@ seed hold the same weights up to rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["INITS", "check_init", "fans", "init_weight", "resolve_dtype"]
+__all__ = [
+    "INITS",
+    "check_dropout",
+    "check_init",
+    "check_input_shape",
+    "check_positive_int",
+    "check_seed",
+    "fans",
+    "init_weight",
+    "resolve_dtype",
+]
 
 INITS = ("he", "xavier", "normal")
 _DTYPES = ("float32", "float64")
@@ -34,6 +45,35 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     if resolved.name not in _DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return resolved
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as an int, or raise a ValueError naming ``name`` unless it is >= 1."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_input_shape(value: Any) -> tuple[int, int, int]:
+    """Return ``value`` as a ``(C, H, W)`` tuple of positive ints."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {value!r}")
+    C, H, W = (check_positive_int(v, f"input_shape {tuple(value)!r} entry") for v in value)
+    return C, H, W
+
+
+def check_dropout(p: Any) -> float:
+    """Return a dropout probability (of dropping, as torch) in [0, 1) as a float."""
+    if not isinstance(p, int | float) or isinstance(p, bool) or not 0 <= p < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+def check_seed(seed: Any) -> int:
+    """Return ``seed`` as an int; only ints seed a model (a Generator lives in ``model.rng``)."""
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return int(seed)
 
 
 def check_init(init: str, weight_scale: float) -> None:
