@@ -115,8 +115,8 @@ def random_crop(
 def _gray(X: np.ndarray) -> np.ndarray:
     """Grey level of each pixel, ``(N, 1, H, W)``: ITU-R 601-2 for 3 channels, else the mean."""
     if X.shape[1] == 3:
-        weights = _GRAY_WEIGHTS.astype(X.dtype)
-        return np.einsum("nchw,c->nhw", X, weights)[:, None]
+        w = _GRAY_WEIGHTS.astype(X.dtype)
+        return (w[0] * X[:, 0] + w[1] * X[:, 1] + w[2] * X[:, 2])[:, None]
     return X.mean(axis=1, keepdims=True)
 
 
@@ -169,9 +169,13 @@ def color_jitter(
     c = _factors(rng, contrast, N, X.dtype)
     s = _factors(rng, saturation, N, X.dtype)
     out = X * b
-    mean = _gray(out).mean(axis=(1, 2, 3), keepdims=True)  # (N, 1, 1, 1)
-    out = c * out + (1 - c) * mean
-    out = s * out + (1 - s) * _gray(out)
+    # The mean grey level is the grey level of the channel means: no full grey image needed.
+    mean = _gray(out.mean(axis=(2, 3), keepdims=True))  # (N, 1, 1, 1)
+    out *= c
+    out += (1 - c) * mean
+    gray = _gray(out)  # (N, 1, H, W)
+    out *= s
+    out += (1 - s) * gray
     return out.astype(X.dtype, copy=False)
 
 
