@@ -1,0 +1,532 @@
+"""k-nearest neighbours: the course's three distance matrices, a fast exact search, an estimator.
+
+Read it top down:
+
+1. :func:`distances_two_loops`, :func:`distances_one_loop`, :func:`distances_no_loops` — the
+   course's readable references, in plain NumPy (float64).
+2. :func:`pairwise_distances` — the same matrix, fast: chunked GEMM for L2, a compiled kernel
+   for L1 (see :mod:`pix2pred._knn_kernels`).
+3. :func:`kneighbors` — the k nearest training rows of each test row, exact, in chunks of test
+   rows so memory stays bounded. Neighbours are ordered by distance, equal distances by index.
+4. :class:`KNearestNeighbors` — the scikit-learn style estimator; :func:`cross_validate_k`.
+
+Distances are exact for uint8 pixels: L1 in integers, L2 from a float32 GEMM whose provable
+error bound decides which candidates to recompute exactly (float32 alone, with squared norms
+near 2e8, misorders close neighbours), so predictions equal scikit-learn's float64 ones.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pix2pred import _knn_kernels as kernels
+
+METRICS = ("l1", "l2")
+_CHUNK_ELEMENTS = 2**25  # entries of one chunk's distance block: 128 MiB as int32 or float32
+_EXTRA_CANDIDATES = 4  # approximate L2 candidates beyond k, for a tight exact threshold
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def _as_rows(X: Any, name: str) -> np.ndarray:
+    """Rows of ``X`` as a C-contiguous 2-D array: uint8 stays uint8, the rest becomes float64.
+
+    ``X`` is ``(N, D)`` features or ``(N, H, W, C)`` images (flattened to ``(N, H*W*C)``).
+    """
+    X = np.asarray(X)
+    if X.ndim < 2:
+        raise ValueError(
+            f"{name} must be (n_samples, n_features) or images (N, H, W, C), got shape {X.shape}"
+        )
+    if X.dtype != np.uint8:
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {X.dtype}")
+        X = X.astype(np.float64, copy=False)
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(X.reshape(len(X), -1))  # (N, D)
+
+
+def _check_pair(X_test: Any, X_train: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as rows of one dtype (uint8 only when both are uint8) and one width."""
+    a, b = _as_rows(X_test, "X_test"), _as_rows(X_train, "X_train")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"X_test has {a.shape[1]} features per row but X_train has {b.shape[1]}")
+    if a.dtype != b.dtype:
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    return a, b
+
+
+def _check_chunk_size(chunk_size: int | None, n_train: int) -> int:
+    if chunk_size is None:
+        return max(1, _CHUNK_ELEMENTS // max(n_train, 1))
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return int(chunk_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The course's three ways (readable references)
+
+
+def distances_two_loops(X_test: np.ndarray, X_train: np.ndarray, metric: str = "l2") -> np.ndarray:
+    """Distance matrix with a loop over test rows and a loop over train rows.
+
+    Parameters
+    ----------
+    X_test : ndarray of shape (n_test, D) or (n_test, H, W, C)
+    X_train : ndarray of shape (n_train, D) or (n_train, H, W, C)
+    metric : "l1" or "l2"
+
+    Returns
+    -------
+    ndarray of shape (n_test, n_train), float64
+    """
+    _check_metric(metric)
+    a, b = (x.astype(np.float64) for x in _check_pair(X_test, X_train))
+    dists = np.empty((len(a), len(b)))
+    for i in range(len(a)):
+        for j in range(len(b)):
+            diff = a[i] - b[j]  # (D,)
+            if metric == "l1":
+                dists[i, j] = np.sum(np.abs(diff))
+            else:
+                dists[i, j] = np.sqrt(np.sum(diff * diff))
+    return dists
+
+
+def distances_one_loop(X_test: np.ndarray, X_train: np.ndarray, metric: str = "l2") -> np.ndarray:
+    """Distance matrix with one loop over test rows, broadcasting over train rows.
+
+    Shapes as in :func:`distances_two_loops`.
+    """
+    _check_metric(metric)
+    a, b = (x.astype(np.float64) for x in _check_pair(X_test, X_train))
+    dists = np.empty((len(a), len(b)))
+    for i in range(len(a)):
+        diff = b - a[i]  # (n_train, D)
+        if metric == "l1":
+            dists[i] = np.abs(diff).sum(axis=1)
+        else:
+            dists[i] = np.sqrt((diff * diff).sum(axis=1))
+    return dists
+
+
+def distances_no_loops(X_test: np.ndarray, X_train: np.ndarray, metric: str = "l2") -> np.ndarray:
+    """Distance matrix without Python loops.
+
+    L2 expands ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b`` into one matrix product; L1 has no such
+    form and broadcasts to an ``(n_test, n_train, D)`` array, so keep it to small inputs.
+    Shapes as in :func:`distances_two_loops`.
+    """
+    _check_metric(metric)
+    a, b = (x.astype(np.float64) for x in _check_pair(X_test, X_train))
+    if metric == "l1":
+        return np.abs(a[:, None, :] - b[None, :, :]).sum(axis=2)  # (n_test, n_train)
+    sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(sq, 0.0))  # NOTE: rounding can make sq slightly negative
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Fast distance matrix
+
+
+def _l1_block(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """L1 distances of rows ``a`` (n, D) to rows ``b`` (m, D) into ``out`` (n, m)."""
+    if a.dtype == np.uint8:
+        kernels.l1_uint8(a, b, out)
+    else:
+        kernels.l1_float(a, b, out)
+
+
+def _l1_out_dtype(x: np.ndarray) -> type:
+    if x.dtype != np.uint8:
+        return np.float64
+    return np.int32 if x.shape[1] * 255 < 2**31 else np.int64
+
+
+def pairwise_distances(
+    X_test: np.ndarray, X_train: np.ndarray, metric: str = "l2", chunk_size: int | None = None
+) -> np.ndarray:
+    """The full distance matrix, fast: float64 GEMM per chunk for L2, a compiled kernel for L1.
+
+    Exact for uint8 input (the float64 GEMM of integers below 2**53 makes no rounding error).
+
+    Parameters
+    ----------
+    X_test : ndarray of shape (n_test, D) or (n_test, H, W, C)
+    X_train : ndarray of shape (n_train, D) or (n_train, H, W, C)
+    metric : "l1" or "l2"
+    chunk_size : int, optional, test rows per chunk (default: about 2**25 distances a chunk)
+
+    Returns
+    -------
+    ndarray of shape (n_test, n_train), float64
+    """
+    _check_metric(metric)
+    a, b = _check_pair(X_test, X_train)
+    chunk = _check_chunk_size(chunk_size, len(b))
+    out = np.empty((len(a), len(b)))
+    if metric == "l1":
+        if a.dtype != np.uint8:
+            _l1_block(a, b, out)
+            return out
+        buf = np.empty((min(chunk, len(a)), len(b)), _l1_out_dtype(a))  # integer sums
+        for i0 in range(0, len(a), chunk):
+            i1 = min(i0 + chunk, len(a))
+            _l1_block(a[i0:i1], b, buf[: i1 - i0])
+            out[i0:i1] = buf[: i1 - i0]
+        return out
+    b64 = b.astype(np.float64)
+    sq_train = np.einsum("ij,ij->i", b64, b64)  # (n_train,)
+    for i0 in range(0, len(a), chunk):
+        a64 = a[i0 : i0 + chunk].astype(np.float64)  # (c, D)
+        block = out[i0 : i0 + chunk]  # (c, n_train)
+        np.matmul(a64, b64.T, out=block)
+        block *= -2.0
+        block += np.einsum("ij,ij->i", a64, a64)[:, None]
+        block += sq_train[None, :]
+        np.maximum(block, 0.0, out=block)
+        np.sqrt(block, out=block)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Exact top-k search in chunks of test rows
+
+
+def _float32_dot_error(D: int, exact_cast: bool) -> float:
+    """``gamma`` with ``|fl32(a.b) - a.b| <= gamma * |a| * |b|`` for any summation order.
+
+    The classic bound is ``gamma_n * sum|a_d b_d|`` with ``gamma_n = n u / (1 - n u)`` and
+    ``u = 2**-24``; Cauchy-Schwarz gives ``sum|a_d b_d| <= |a| |b|``. Casting float64 input to
+    float32 adds 2 u; a 1% margin covers the rest.
+    """
+    nu = (D + (1 if exact_cast else 4)) * 2.0**-24
+    return np.inf if nu >= 0.5 else 1.01 * nu / (1.0 - nu)
+
+
+def kneighbors(
+    X_test: np.ndarray,
+    X_train: np.ndarray,
+    n_neighbors: int,
+    metric: str = "l2",
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_neighbors`` nearest training rows of every test row, exactly.
+
+    Works on ``chunk_size`` test rows at a time, so memory is one ``(chunk_size, n_train)``
+    block (128 MiB by default), never the full matrix. L1 computes each block with the
+    compiled kernel; L2 with one float32 GEMM, then recomputes exactly the few columns that
+    the GEMM's error bound cannot rule out.
+
+    Parameters
+    ----------
+    X_test : ndarray of shape (n_test, D) or (n_test, H, W, C)
+    X_train : ndarray of shape (n_train, D) or (n_train, H, W, C)
+    n_neighbors : int, 1 <= n_neighbors <= n_train
+    metric : "l1" or "l2"
+    chunk_size : int, optional, test rows per chunk
+
+    Returns
+    -------
+    distances : ndarray of shape (n_test, n_neighbors), float64, ascending in each row
+    indices : ndarray of shape (n_test, n_neighbors), int64, rows of ``X_train``; equal
+        distances in increasing index order
+    """
+    _check_metric(metric)
+    a, b = _check_pair(X_test, X_train)
+    k = _check_n_neighbors(n_neighbors, len(b))
+    chunk = min(_check_chunk_size(chunk_size, len(b)), max(len(a), 1))
+    dists = np.empty((len(a), k))
+    idx = np.empty((len(a), k), np.int64)
+    if metric == "l1":
+        dtype = _l1_out_dtype(a)
+        buf = np.empty((chunk, len(b)), dtype)  # reused: fresh pages cost page faults
+        vals = np.empty((chunk, k), dtype)
+        for i0 in range(0, len(a), chunk):
+            i1 = min(i0 + chunk, len(a))
+            _l1_block(a[i0:i1], b, buf[: i1 - i0])
+            kernels.topk_rows(buf[: i1 - i0], k, vals[: i1 - i0], idx[i0:i1])
+            dists[i0:i1] = vals[: i1 - i0]
+        return dists, idx
+
+    b32 = b.astype(np.float32)  # (n_train, D)
+    sq_train = np.einsum("ij,ij->i", b, b, dtype=np.float64)
+    sq_test = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    gamma = _float32_dot_error(a.shape[1], exact_cast=a.dtype == np.uint8)
+    n_candidates = min(len(b), k + _EXTRA_CANDIDATES)
+    gram = np.empty((chunk, len(b)), np.float32)
+    for i0 in range(0, len(a), chunk):
+        i1 = min(i0 + chunk, len(a))
+        np.matmul(a[i0:i1].astype(np.float32), b32.T, out=gram[: i1 - i0])
+        kernels.l2_topk_exact(
+            gram[: i1 - i0], a[i0:i1], b, sq_test[i0:i1], sq_train, gamma, k, n_candidates,
+            dists[i0:i1], idx[i0:i1],
+        )  # fmt: skip
+    np.sqrt(dists, out=dists)
+    return dists, idx
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Votes, the estimator and cross-validation
+
+
+def _check_n_neighbors(k: Any, n_train: int, name: str = "n_neighbors") -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"{name} must be an int, got {k!r}")
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1, got {k}")
+    if k > n_train:
+        raise ValueError(f"{name}={k} exceeds the number of training samples ({n_train})")
+    return int(k)
+
+
+def vote_counts(neighbor_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Votes per class among neighbours.
+
+    Parameters
+    ----------
+    neighbor_labels : ndarray of shape (n, k), int, class indices in [0, n_classes)
+    n_classes : int
+
+    Returns
+    -------
+    ndarray of shape (n, n_classes), int64
+    """
+    n = len(neighbor_labels)
+    flat = (np.arange(n)[:, None] * n_classes + neighbor_labels).ravel()  # (n * k,)
+    return np.bincount(flat, minlength=n * n_classes).reshape(n, n_classes)
+
+
+def majority_vote(neighbor_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The most common class index of each row of ``neighbor_labels`` (n, k); ties go to the
+    smaller index (as scikit-learn and ``scipy.stats.mode``). Returns int64 of shape (n,)."""
+    return np.argmax(vote_counts(neighbor_labels, n_classes), axis=1)
+
+
+class KNearestNeighbors:
+    """k-nearest-neighbour classifier with L1 or L2 distance, exact brute-force search.
+
+    Parameters
+    ----------
+    k : int, neighbours that vote (ties go to the smaller label)
+    metric : "l1" or "l2"
+    chunk_size : int, optional, test rows per chunk of the search (bounds memory)
+
+    Attributes
+    ----------
+    X_ : ndarray of shape (n_train, D), the training rows (uint8 images stay uint8)
+    y_ : ndarray of shape (n_train,), the labels as given
+    classes_ : ndarray of shape (n_classes,), the sorted distinct labels
+    """
+
+    def __init__(self, k: int = 1, metric: str = "l2", chunk_size: int | None = None) -> None:
+        self.k = k
+        self.metric = metric
+        self.chunk_size = chunk_size
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyperparameters, by name."""
+        return {"k": self.k, "metric": self.metric, "chunk_size": self.chunk_size}
+
+    def set_params(self, **params: Any) -> KNearestNeighbors:
+        """Set hyperparameters by name; returns self."""
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(
+                    f"invalid parameter {name!r} for KNearestNeighbors; "
+                    f"valid: {sorted(self.get_params())}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"KNearestNeighbors({args})"
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> KNearestNeighbors:
+        """Store the training set.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_train, D), or uint8 images of shape (n_train, H, W, C)
+        y : ndarray of shape (n_train,), integer labels
+        """
+        _check_metric(self.metric)
+        X = _as_rows(X, "X")
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must have shape (n_samples,), got shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y must hold integer labels, got dtype {y.dtype}")
+        if len(X) != len(y):
+            raise ValueError(f"X and y differ in length: {len(X)} rows vs {len(y)} labels")
+        _check_n_neighbors(self.k, len(X), name="k")
+        _check_chunk_size(self.chunk_size, len(X))
+        self.X_ = X
+        self.y_ = y
+        self.classes_, self._y_index = np.unique(y, return_inverse=True)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "X_"):
+            raise RuntimeError("this KNearestNeighbors is not fitted yet; call fit(X, y) first")
+
+    def kneighbors(
+        self, X: np.ndarray, n_neighbors: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and training indices of the nearest neighbours of each row of ``X``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, D) or (n, H, W, C)
+        n_neighbors : int, optional (default: ``k``)
+
+        Returns
+        -------
+        distances : ndarray of shape (n, n_neighbors), float64, ascending
+        indices : ndarray of shape (n, n_neighbors), int64, rows of ``X_``
+        """
+        self._check_fitted()
+        n_neighbors = self.k if n_neighbors is None else n_neighbors
+        return kneighbors(X, self.X_, n_neighbors, self.metric, self.chunk_size)
+
+    def _votes(self, X: np.ndarray) -> np.ndarray:
+        _, idx = self.kneighbors(X)
+        return vote_counts(self._y_index[idx], len(self.classes_))  # (n, n_classes)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Majority label of the k nearest neighbours; ties go to the smaller label.
+
+        ``X`` is ``(n, D)`` or ``(n, H, W, C)``; returns labels of shape (n,).
+        """
+        votes = self._votes(X)  # (n, n_classes)
+        return self.classes_[np.argmax(votes, axis=1)]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Fraction of the k neighbours in each class: (n, n_classes), columns as ``classes_``."""
+        return self._votes(X) / self.k
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of :meth:`predict` on ``X`` (n, ...) against labels ``y`` (n,)."""
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise ValueError(f"y must have shape ({len(X)},), got shape {y.shape}")
+        return float(np.mean(self.predict(X) == y))
+
+
+@dataclass(frozen=True)
+class CrossValidationResult:
+    """Accuracy of k-NN for each k on each fold.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_k,), int64, the values of k, in the order given
+    fold_accuracies : ndarray of shape (n_k, n_folds), float64
+    mean : ndarray of shape (n_k,), float64, mean over folds
+    std : ndarray of shape (n_k,), float64, standard deviation over folds (ddof=0)
+    metric : str
+    """
+
+    ks: np.ndarray
+    fold_accuracies: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    metric: str
+
+    @property
+    def best_k(self) -> int:
+        """The k with the highest mean accuracy (the smallest such k on a tie)."""
+        best = self.mean == self.mean.max()
+        return int(self.ks[best].min())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers, ready for JSON."""
+        return {
+            "ks": self.ks.tolist(),
+            "fold_accuracies": self.fold_accuracies.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "metric": self.metric,
+            "best_k": self.best_k,
+        }
+
+
+def cross_validate_k(
+    X: np.ndarray,
+    y: np.ndarray,
+    ks: Any,
+    n_folds: int = 5,
+    metric: str = "l2",
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> CrossValidationResult:
+    """k-fold cross-validation of the number of neighbours.
+
+    The rows are shuffled with ``seed`` and cut into ``n_folds`` folds of near-equal size
+    (``numpy.array_split``). Each fold is held out once: one search for its ``max(ks)``
+    nearest neighbours in the other folds serves every k.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, D) or (N, H, W, C)
+    y : ndarray of shape (N,), integer labels
+    ks : sequence of int, each >= 1 and at most the size of a training split
+    n_folds : int, 2 <= n_folds <= N
+    metric : "l1" or "l2"
+    seed : int, seeds the shuffle
+    chunk_size : int, optional, as in :func:`kneighbors`
+
+    Returns
+    -------
+    CrossValidationResult
+    """
+    _check_metric(metric)
+    X = _as_rows(X, "X")
+    y = np.asarray(y)
+    if y.shape != (len(X),):
+        raise ValueError(f"y must have shape ({len(X)},), got shape {y.shape}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral):
+        raise ValueError(f"n_folds must be an int, got {n_folds!r}")
+    if not 2 <= n_folds <= len(X):
+        raise ValueError(f"n_folds must be in [2, {len(X)}] (the number of samples), got {n_folds}")
+    ks_arr = np.asarray(ks)
+    if ks_arr.ndim != 1 or ks_arr.size == 0 or not np.issubdtype(ks_arr.dtype, np.integer):
+        raise ValueError(f"ks must be a non-empty sequence of ints, got {ks!r}")
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), n_folds)
+    smallest_train = len(X) - max(len(f) for f in folds)
+    if ks_arr.min() < 1:
+        raise ValueError(f"every k in ks must be >= 1, got {ks_arr.min()}")
+    if ks_arr.max() > smallest_train:
+        raise ValueError(
+            f"k={ks_arr.max()} in ks exceeds the smallest training split "
+            f"({smallest_train} samples with n_folds={n_folds})"
+        )
+    classes, y_index = np.unique(y, return_inverse=True)
+    k_max = int(ks_arr.max())
+    acc = np.empty((len(ks_arr), n_folds))
+    for f, val in enumerate(folds):
+        train = np.concatenate([folds[g] for g in range(n_folds) if g != f])
+        _, idx = kneighbors(X[val], X[train], k_max, metric, chunk_size)
+        labels = y_index[train][idx]  # (n_val, k_max), ordered nearest first
+        for t, k in enumerate(ks_arr):
+            pred = majority_vote(labels[:, :k], len(classes))
+            acc[t, f] = np.mean(pred == y_index[val])
+    return CrossValidationResult(
+        ks=ks_arr.astype(np.int64),
+        fold_accuracies=acc,
+        mean=acc.mean(axis=1),
+        std=acc.std(axis=1),
+        metric=metric,
+    )
