@@ -24,6 +24,7 @@ __all__ = [
     "CIFAR10_URL",
     "FOLDER_NAME",
     "ChecksumError",
+    "RefusedPickleError",
     "SafeUnpickler",
     "default_root",
     "download_cifar10",
@@ -53,16 +54,20 @@ _ALLOWED = frozenset(
 )
 
 
+class RefusedPickleError(pickle.UnpicklingError):
+    """A pickle names something outside :class:`SafeUnpickler`'s allow-list."""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Unpickler that rebuilds NumPy arrays and plain containers, and nothing else.
 
     ``find_class`` is the only door through which a pickle reaches code; every name outside the
-    allow-list raises :class:`pickle.UnpicklingError` before anything is called.
+    allow-list raises :class:`RefusedPickleError` before anything is called.
     """
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+            raise RefusedPickleError(f"refusing to load {module}.{name}")
         if name == "_reconstruct":
             # Both spellings map to the current location, without importing the deprecated
             # numpy.core alias.
@@ -84,7 +89,7 @@ def safe_load_pickle(data: bytes, source: str) -> Any:
     """
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except RefusedPickleError as e:
         raise ValueError(f"{source}: not a safe CIFAR-10 batch ({e})") from None
     except Exception as e:  # a truncated or garbled pickle raises many kinds of error
         raise ValueError(f"{source}: unreadable CIFAR-10 batch ({type(e).__name__}: {e})") from None
