@@ -270,5 +270,6 @@ def test_load_casts_to_the_model_dtype() -> None:
     load_state_dict_numpy(torch_model, state_dict_numpy(numpy_model))
     assert torch_model.W1.dtype == torch.float32
     np.testing.assert_allclose(torch_model.W1.detach().numpy(), numpy_model.params["W1"], rtol=1e-6)
+    W1 = numpy_model.params["W1"]
     load_state_dict_numpy(numpy_model, state_dict_numpy(torch_model))
-    assert numpy_model.params["W1"].dtype == np.float64
+    assert numpy_model.params["W1"] is W1 and W1.dtype == np.float64  # in place, as copy_

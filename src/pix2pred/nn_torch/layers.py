@@ -524,7 +524,7 @@ def svm_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> torc
 
 
 def l2_regularization(
-    params_or_tensor: torch.Tensor | Mapping[str, torch.Tensor], weight_decay: float
+    params_or_array: torch.Tensor | Mapping[str, torch.Tensor], weight_decay: float
 ) -> torch.Tensor:
     """L2 penalty ``0.5 * weight_decay * sum(w ** 2)``, summed over a mapping's tensors.
 
@@ -532,7 +532,7 @@ def l2_regularization(
 
     Parameters
     ----------
-    params_or_tensor : Tensor of any shape, or a mapping of names to Tensors
+    params_or_array : Tensor of any shape, or a mapping of names to Tensors
     weight_decay : float, at least 0
 
     Returns
@@ -541,10 +541,10 @@ def l2_regularization(
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
-    if isinstance(params_or_tensor, Mapping):
-        tensors = list(params_or_tensor.values())
+    if isinstance(params_or_array, Mapping):
+        tensors = list(params_or_array.values())
         if not tensors:
             return torch.zeros(())
         return sum(0.5 * weight_decay * (w * w).sum() for w in tensors)
-    w = params_or_tensor
+    w = params_or_array
     return 0.5 * weight_decay * (w * w).sum()

@@ -80,9 +80,9 @@ def load_state_dict_numpy(model: AnyModel, state: Mapping[str, np.ndarray]) -> N
                 f"{expected[k].shape}"
             )
     if isinstance(model, numpy_models.Model):
+        # In place, as torch's copy_: the arrays keep their identity (and their dtype).
         for k, value in arrays.items():
-            target = model.params if k in model.params else model.buffers
-            target[k] = np.array(value, dtype=model.dtype)
+            np.copyto(model.params[k] if k in model.params else model.buffers[k], value)
         return
     tensors = model.state_dict(keep_vars=True)
     with torch.no_grad():
