@@ -59,6 +59,10 @@ class Model(nn.Module):
     ----------
     twin : the `pix2pred.nn_numpy.models` model built with the same arguments; its parameters
         and buffers are taken over (as tensors of its dtype), its ``config()`` kept
+
+    ``params`` is the numpy ``params`` dict's twin; the buffers are ``dict(named_buffers())``
+    (``buffers`` is ``nn.Module``'s method), and ``rng`` is a ``torch.Generator``
+    (checkpoint it with ``rng.get_state()``).
     """
 
     name: ClassVar[str]
@@ -78,12 +82,10 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------ layers with state
 
-    def _batchnorm(self, x: torch.Tensor, i: int, spatial: bool) -> torch.Tensor:
-        """Batch norm ``i`` of ``x``; updates the buffers of layer ``i`` in train mode."""
-        forward = L.spatial_batchnorm_forward if spatial else L.batchnorm_forward
-        return forward(
-            x, self.get_parameter(f"gamma{i}"), self.get_parameter(f"beta{i}"), self._bn_param(i)
-        )
+    def _spatial_batchnorm(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Spatial batch norm ``i`` of ``x``; updates the buffers of layer ``i`` in train mode."""
+        gamma, beta = self.get_parameter(f"gamma{i}"), self.get_parameter(f"beta{i}")
+        return L.spatial_batchnorm_forward(x, gamma, beta, self._bn_param(i))
 
     def _bn_param(self, i: int) -> dict[str, Any]:
         return {
@@ -428,7 +430,7 @@ class ConvNet(Model):
                 h, self.get_parameter(f"W{i}"), self.get_parameter(f"b{i}"), stride=1, pad=1
             )
             if self.batchnorm:
-                h = self._batchnorm(h, i, spatial=True)
+                h = self._spatial_batchnorm(h, i)
             h = L.relu_forward(h)
         for _ in self.spec.hidden:
             i += 1
