@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pix2pred.checkpoint import load_arrays
+from pix2pred.nn_numpy.models import ConvNet, FullyConnectedNet
 from pix2pred.solver import STATE_FILE, Solver, TrainingDivergedError
 
 
@@ -525,3 +526,40 @@ def test_resume_needs_a_callable_schedule_again(tmp_path):
     straight_run(blobs(), epochs=1, schedule=lambda step: 0.01, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="schedule was a callable; pass schedule="):
         Solver.resume(tmp_path, TinySoftmax(dropout=0.2), blobs())
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        lambda: FullyConnectedNet(
+            (3, 8, 8), 3, hidden_dims=[12, 12], normalization="batchnorm", dropout=0.3, seed=1
+        ),
+        lambda: ConvNet((3, 8, 8), 3, spec="4,M,8,M|16", batchnorm=True, dropout=0.2, seed=1),
+    ],
+    ids=["fcnet-batchnorm-dropout", "convnet-batchnorm-dropout"],
+)
+def test_real_models_resume_mid_epoch_bit_identically(make_model, tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 64)
+    X = (0.5 * rng.standard_normal((64, 3, 8, 8))).astype(np.float32)
+    X[np.arange(64), y, :4, :] += 1.5  # class k is bright in the top half of channel k
+    data = {"X_train": X[:48], "y_train": y[:48], "X_val": X[48:], "y_val": y[48:]}
+    settings = run_settings(
+        optimizer="adamw", lr=3e-3, schedule="cosine", warmup_epochs=1, epochs=3
+    )
+    straight = Solver(make_model(), data, **settings).train()
+
+    def stop(solver):
+        if solver.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Solver(make_model(), data, checkpoint_dir=tmp_path, callback=stop, **settings).train()
+    resumed = Solver.resume(tmp_path, make_model(), data, **QUIET).train()
+    assert resumed.loss_history == straight.loss_history
+    assert resumed.val_acc_history == straight.val_acc_history
+    for name, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value)
+    for name, value in straight.model.buffers.items():
+        np.testing.assert_array_equal(resumed.model.buffers[name], value)
+    assert straight.model.buffers  # batch norm's running statistics took part
