@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import numbers
 import os
 import tarfile
 import warnings
@@ -41,8 +42,7 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = frozenset(
-    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".pbm", ".pgm", ".pnm", ".ppm", ".tif", ".tiff"}
-    | {".webp"}
+    ".bmp .gif .jpeg .jpg .png .pbm .pgm .pnm .ppm .tif .tiff .webp".split()
 )
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
@@ -55,16 +55,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PIX2PRED_CACHE") or Path.home() / ".cache" / "pix2pred")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def parse_image_size(image_size: Any) -> tuple[int, int] | None:
     """Validate ``image_size``: None, a positive int, or a ``(height, width)`` pair."""
     if image_size is None:
         return None
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        hw = (image_size, image_size)
+    if _is_int(image_size):
+        hw = (int(image_size), int(image_size))
     elif (
         isinstance(image_size, tuple | list)
         and len(image_size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
+        and all(_is_int(s) for s in image_size)
     ):
         hw = (int(image_size[0]), int(image_size[1]))
     else:

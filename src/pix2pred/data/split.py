@@ -141,6 +141,8 @@ def train_val_split(
     """
     y = _check_labels(y, X)
     keep, out = split_indices(y, val_size, seed)
+    if len(out) == 0:
+        return X, y, X[:0], y[:0]  # nothing carved out: no need to copy the training set
     return X[keep], y[keep], X[out], y[out]
 
 
