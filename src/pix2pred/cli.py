@@ -14,8 +14,23 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from pix2pred import cli_train
+from pix2pred.cli_options import (
+    DatasetOpt,
+    ImageSizeOpt,
+    NTestOpt,
+    NTrainOpt,
+    OutOpt,
+    RootOpt,
+    SeedOpt,
+    ValSizeOpt,
+    console,
+    load_data,
+    out,
+    parse_ints,
+)
 
 app = typer.Typer(
     name="pix2pred",
@@ -28,79 +43,6 @@ data_app = typer.Typer(help="Inspect, preview and download datasets.", no_args_i
 train_app = typer.Typer(help="Train a model and write a run folder.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
-
-console = Console(stderr=True)
-out = Console()
-
-DatasetOpt = Annotated[
-    str, typer.Option("--dataset", "-d", help="synthetic, cifar10 or folder.", show_default=False)
-]
-RootOpt = Annotated[
-    Path | None,
-    typer.Option(help="Data location: CIFAR-10 folder/tarball, or an image folder/.zip/.tar.gz."),
-]
-SeedOpt = Annotated[int, typer.Option(help="Seed for splits, sampling and initialisation.")]
-ValSizeOpt = Annotated[
-    float, typer.Option(help="Validation split carved from train: a fraction, or a count if >= 1.")
-]
-ImageSizeOpt = Annotated[
-    int | None, typer.Option(help="Resize images to this size (folder datasets, synthetic).")
-]
-NTrainOpt = Annotated[int | None, typer.Option(help="Use (or generate) this many train images.")]
-NTestOpt = Annotated[int | None, typer.Option(help="Use (or generate) this many test images.")]
-OutOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--out", "-o", help="Run folder to create (default runs/<model>-<dataset>-<time>)."
-    ),
-]
-
-
-def _val_size(value: float) -> float | int:
-    if value < 0:
-        raise ValueError(f"--val-size must be >= 0, got {value}")
-    return int(value) if value >= 1 else value
-
-
-def _load(
-    dataset: str,
-    root: Path | None,
-    seed: int,
-    val_size: float,
-    image_size: int | None,
-    n_train: int | None,
-    n_test: int | None,
-):
-    from pix2pred.data import load_dataset
-
-    kwargs = {}
-    if n_train is not None:
-        kwargs["n_train"] = n_train
-    if n_test is not None:
-        kwargs["n_test"] = n_test
-    with console.status(f"loading dataset {dataset!r}"):
-        return load_dataset(
-            dataset,
-            root=root,
-            seed=seed,
-            val_size=_val_size(val_size),
-            image_size=image_size,
-            progress=True,
-            **kwargs,
-        )
-
-
-def _parse_ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(
-            f"{option} must be a comma-separated list of integers, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{option} must list integers >= 1, got {text!r}")
-    return sorted(set(values))
-
 
 # ---------------------------------------------------------------------------------------------
 # pix2pred data ...
@@ -117,7 +59,7 @@ def data_info(
     n_test: NTestOpt = None,
 ) -> None:
     """Print split sizes, image shape and the number of images per class."""
-    ds = _load(name, root, seed, val_size, image_size, n_train, n_test)
+    ds = load_data(name, root, seed, val_size, image_size, n_train, n_test)
     table = Table(title=f"{ds.name}: {len(ds.classes)} classes, images {ds.X_train.shape[1:]}")
     table.add_column("class")
     splits = [("train", ds.y_train), ("val", ds.y_val), ("test", ds.y_test)]
@@ -150,7 +92,7 @@ def data_preview(
         raise ValueError(f"--split must be train, val or test, got {split!r}")
     if out_path.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {str(out_path)!r}")
-    ds = _load(name, root, seed, 0.1, image_size, n_train, n_test)
+    ds = load_data(name, root, seed, 0.1, image_size, n_train, n_test)
     X, y = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}")
     image_grid(X, y, ds.classes, out_path, per_class=per_class, seed=seed)
     out.print(f"wrote {out_path}")
@@ -198,9 +140,9 @@ def train_knn(
 
     if metric not in ("l1", "l2"):
         raise ValueError(f"--metric must be l1 or l2, got {metric!r}")
-    k_values = _parse_ints(ks, "--ks")
+    k_values = parse_ints(ks, "--ks")
     run_dir = create_run_dir(out_dir or default_run_dir("knn", dataset))
-    ds = _load(dataset, root, seed, 0, image_size, n_train, n_test)
+    ds = load_data(dataset, root, seed, 0, image_size, n_train, n_test)
     config = {
         "model": "knn",
         "dataset": dataset,
@@ -268,6 +210,37 @@ def train_knn(
 
 
 # ---------------------------------------------------------------------------------------------
+# pix2pred gradcheck
+
+
+@app.command("gradcheck")
+def gradcheck(
+    seed: SeedOpt = 0,
+) -> None:
+    """Check every numpy layer's and loss's backward numerically (float64); exit 1 on a failure."""
+    from pix2pred.gradcheck import run_layer_checks
+
+    with console.status("checking gradients"):
+        results = run_layer_checks(seed=seed)
+    table = Table(title="Numerical gradient check (float64, central differences)")
+    table.add_column("layer")
+    table.add_column("max relative error", justify="right")
+    table.add_column("tolerance", justify="right")
+    table.add_column("result")
+    for r in results:
+        verdict = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
+        table.add_row(r.name, f"{r.max_rel_error:.2e}", f"{r.tolerance:.0e}", verdict)
+    out.print(table)
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        out.print(f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+    out.print(f"all {len(results)} checks passed")
+
+
+# ---------------------------------------------------------------------------------------------
+
+cli_train.register(app, train_app)
 
 _USER_ERRORS = (
     ValueError,

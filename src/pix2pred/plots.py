@@ -138,3 +138,78 @@ def bar_plot(values: Mapping[str, float], path: str | os.PathLike[str], ylabel: 
     ax.tick_params(axis="x", rotation=45)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+def training_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike[str]) -> Path:
+    """Loss per iteration (with a moving average) beside train/val accuracy per epoch."""
+    loss = np.asarray(history.get("loss", []), dtype=np.float64)
+    train_acc = np.asarray(history.get("train_acc", []), dtype=np.float64)
+    val_acc = np.asarray(history.get("val_acc", []), dtype=np.float64)
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    if loss.size:
+        ax_loss.plot(loss, color="C0", alpha=0.35, lw=0.8, label="per iteration")
+        w = max(1, loss.size // 50)
+        if w > 1:
+            smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+            ax_loss.plot(np.arange(w - 1, loss.size), smooth, color="C0", lw=1.8, label="average")
+        ax_loss.legend()
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.grid(alpha=0.3)
+    epochs = np.arange(1, max(train_acc.size, val_acc.size) + 1)
+    if train_acc.size:
+        ax_acc.plot(epochs[: train_acc.size], train_acc, "o-", label="train")
+    if val_acc.size:
+        ax_acc.plot(epochs[: val_acc.size], val_acc, "o-", label="validation")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.grid(alpha=0.3)
+    if train_acc.size or val_acc.size:
+        ax_acc.legend()
+    return save_figure(fig, path)
+
+
+def _to_unit(img: np.ndarray) -> np.ndarray:
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def weight_templates(
+    W: np.ndarray, image_shape: Sequence[int], classes: Sequence[str], path: str | os.PathLike[str]
+) -> Path:
+    """A linear classifier's weights as one image per class, each rescaled to [0, 1].
+
+    Parameters
+    ----------
+    W : ndarray of shape (C * H * W_, num_classes), rows in (C, H, W) order
+    image_shape : (C, H, W_)
+    """
+    C, H, Wd = image_shape
+    n = len(classes)
+    fig = Figure(figsize=(1.3 * n, 1.7))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for j, ax in enumerate(axes):
+        img = _to_unit(W[:, j].reshape(C, H, Wd).transpose(1, 2, 0))
+        ax.imshow(img[:, :, 0] if C == 1 else img, cmap="gray" if C == 1 else None)
+        ax.set_title(classes[j], fontsize=8)
+        ax.axis("off")
+    return save_figure(fig, path)
+
+
+def filter_grid(w: np.ndarray, path: str | os.PathLike[str], title: str = "") -> Path:
+    """First-layer conv filters ``(F, C, HH, WW)`` as a grid of images, each rescaled."""
+    F, C = w.shape[:2]
+    cols = int(np.ceil(np.sqrt(F)))
+    rows = int(np.ceil(F / cols))
+    fig = Figure(figsize=(cols * 0.7, rows * 0.7 + (0.3 if title else 0)))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < F:
+            img = _to_unit(w[i].transpose(1, 2, 0))
+            shown = img[:, :, 0] if C != 3 else img
+            ax.imshow(shown, cmap=None if C == 3 else "gray", interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -1,0 +1,454 @@
+"""scikit-learn style classifiers over the models: ``Softmax``, ``LinearSVM``, ``MLP``, ``CNN``.
+
+Each estimator takes ``uint8`` images ``(N, H, W, C)`` (or ``(N, H, W)`` grayscale), fits a
+preprocessing on the training images, trains a model with the :class:`~pix2pred.solver.Solver`
+and keeps what it learned in attributes ending in ``_``. ``__init__`` stores its keywords
+unchanged; they carry the same names as the command-line options. ``save(path)`` writes
+``path.npz`` (weights, no pickle) beside ``path.json`` (architecture, classes, preprocessing,
+training history), and ``Class.load(path)`` rebuilds an estimator that predicts exactly the same.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from pix2pred.checkpoint import load_arrays, read_json, save_arrays, write_json
+
+FORMAT = "pix2pred-model"
+FORMAT_VERSION = 1
+BACKENDS = ("numpy",)
+
+
+class NotFittedError(RuntimeError):
+    """An estimator was used before ``fit``."""
+
+
+def _files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(weights .npz, metadata .json)`` for a model path given with or without a suffix."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+    return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+
+
+def _check_images(X: Any, name: str = "X") -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim == 3:
+        X = X[..., None]
+    if X.ndim != 4:
+        raise ValueError(
+            f"{name} must be images of shape (N, H, W, C) or (N, H, W), got shape {X.shape}"
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if X.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 images (0..255), got dtype {X.dtype}")
+    return X
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` scores, computed stably in float64."""
+    z = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+class NeuralClassifier:
+    """Shared machinery of the trained classifiers; use a subclass."""
+
+    _model_name: ClassVar[str]
+    _has_proba: ClassVar[bool] = True
+
+    # ------------------------------------------------------------------ scikit-learn contract
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor keywords and their current values."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor keywords; unknown names raise ``ValueError``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"{type(self).__name__} has no parameter {name!r}; valid: {', '.join(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            k: p.default for k, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # ------------------------------------------------------------------ what subclasses define
+    def _model_config(self) -> tuple[str, dict[str, Any]]:
+        """``(registry name, architecture keywords)`` of the model to build."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def _validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def _build_model(self, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+        from pix2pred.nn_numpy.models import build_model
+
+        name, arch = self._model_config()
+        return build_model(
+            name,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            init=self.init,
+            dtype=self.dtype,
+            seed=self.seed,
+            **arch,
+        )
+
+    def _to_model_input(self, X: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, H, W, C)`` → the model's float ``(N, C, H, W)`` after preprocessing."""
+        Xf = self.preprocessor_.transform(X)
+        return np.ascontiguousarray(Xf, dtype=self.dtype)
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        X_val: Any | None = None,
+        y_val: Any | None = None,
+        *,
+        resume: bool = False,
+    ) -> Self:
+        """Train on images ``X`` ``(N, H, W, C)`` uint8 with labels ``y`` ``(N,)``.
+
+        Without ``X_val``/``y_val``, a stratified ``val_size`` share of ``X`` is held out to pick
+        the best epoch (``val_size=0`` trains on everything and keeps the last epoch).
+        ``resume=True`` continues from the checkpoint in ``checkpoint_dir`` (same data, same
+        keywords) to the same result as an uninterrupted run.
+        """
+        from pix2pred.data.preprocess import make_preprocessor
+        from pix2pred.data.split import train_val_split
+        from pix2pred.solver import Solver
+
+        self._validate()
+        X = _check_images(X)
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+        self.classes_ = np.unique(y)
+        if self.classes_.size < 2:
+            raise ValueError(f"y must hold at least 2 classes, got {self.classes_.tolist()}")
+        y_enc = np.searchsorted(self.classes_, y).astype(np.int64)
+        if X_val is None:
+            if y_val is not None:
+                raise ValueError("y_val given without X_val")
+            if self.val_size:
+                X, y_enc, X_val, yv = train_val_split(X, y_enc, self.val_size, self.seed)
+            else:
+                X_val, yv = X[:0], y_enc[:0]
+        else:
+            X_val = _check_images(X_val, "X_val")
+            yv = np.asarray(y_val)
+            unknown = np.setdiff1d(yv, self.classes_)
+            if unknown.size:
+                raise ValueError(f"y_val has labels not seen in y: {unknown[:5].tolist()}")
+            yv = np.searchsorted(self.classes_, yv).astype(np.int64)
+
+        self.preprocessor_ = make_preprocessor(self.preprocessing).fit(X)
+        self.image_shape_ = tuple(int(s) for s in X.shape[1:])
+        H, W, C = self.image_shape_
+        self.model_ = self._build_model((C, H, W), len(self.classes_))
+        data = {
+            "X_train": self._to_model_input(X),
+            "y_train": y_enc,
+            "X_val": self._to_model_input(X_val) if len(X_val) else None,
+            "y_val": yv if len(X_val) else None,
+        }
+        solver = Solver(
+            self.model_,
+            data,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            augment=self.augment,
+            early_stopping=self.early_stopping,
+            seed=self.seed,
+            checkpoint_dir=self.checkpoint_dir,
+            resume=resume,
+            progress=self.progress,
+            verbose=self.progress,
+        )
+        solver.train()
+        self.history_ = solver.history()
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(X, y) or load(path) first"
+            )
+
+    def decision_function(self, X: Any, batch_size: int = 256) -> np.ndarray:
+        """Class scores ``(N, n_classes)`` of images ``X`` ``(N, H, W, C)``."""
+        self._check_fitted()
+        X = _check_images(X)
+        if X.shape[1:] != self.image_shape_:
+            raise ValueError(
+                f"X has images of shape {X.shape[1:]}, the model was trained on {self.image_shape_}"
+            )
+        chunks = [
+            self.model_.loss(self._to_model_input(X[i : i + batch_size]))
+            for i in range(0, len(X), batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float64)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, columns ordered as ``classes_``."""
+        if not self._has_proba:
+            raise AttributeError(
+                f"{type(self).__name__} has no predict_proba: hinge-loss scores are not "
+                "probabilities; use decision_function"
+            )
+        return softmax(self.decision_function(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels ``(N,)``."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy on images ``X`` with labels ``y``."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``path.npz`` (weights) and ``path.json`` (metadata); return the JSON path."""
+        self._check_fitted()
+        npz, meta = _files(path)
+        arrays = {f"param/{k}": v for k, v in self.model_.params.items()}
+        arrays |= {f"buffer/{k}": v for k, v in self.model_.buffers.items()}
+        pre_arrays, pre_values = _split_state(self.preprocessor_.state_dict())
+        arrays |= {f"pre/{k}": v for k, v in pre_arrays.items()}
+        name, _ = self._model_config()
+        metadata = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "estimator": type(self).__name__,
+            "params": self.get_params(),
+            "model": {"name": name, "config": self.model_.config()},
+            "classes": self.classes_.tolist(),
+            "image_shape": list(self.image_shape_),
+            "preprocessing": {"name": self.preprocessing, "values": pre_values},
+            "history": getattr(self, "history_", {}),
+        }
+        save_arrays(npz, arrays)
+        write_json(meta, metadata)
+        return meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NeuralClassifier:
+        """Rebuild a saved estimator; refuses files that are not pix2pred models."""
+        from pix2pred.data.preprocess import preprocessor_from_state
+        from pix2pred.nn_numpy.models import build_model
+
+        npz, meta_path = _files(path)
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: not a pix2pred model file")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path}: model format version {meta.get('format_version')!r} is not "
+                f"supported (expected {FORMAT_VERSION})"
+            )
+        target = _ESTIMATORS.get(meta["estimator"])
+        if target is None or (cls is not NeuralClassifier and not issubclass(target, cls)):
+            raise ValueError(
+                f"{meta_path}: holds a {meta['estimator']}, not a {cls.__name__}; "
+                f"use pix2pred.{meta['estimator']}.load"
+            )
+        arrays = load_arrays(npz)
+        est = target(**meta["params"])
+        est.classes_ = np.asarray(meta["classes"])
+        est.image_shape_ = tuple(meta["image_shape"])
+        est.history_ = meta.get("history", {})
+        pre_state = dict(meta["preprocessing"]["values"])
+        pre_state |= {k[4:]: v for k, v in arrays.items() if k.startswith("pre/")}
+        est.preprocessor_ = preprocessor_from_state(pre_state)
+        model = build_model(meta["model"]["name"], **meta["model"]["config"])
+        for group, store in (("param/", model.params), ("buffer/", model.buffers)):
+            for k in store:
+                if group + k not in arrays:
+                    raise ValueError(f"{npz}: missing array {group + k}")
+                store[k] = arrays[group + k].astype(store[k].dtype, copy=False)
+        est.model_ = model
+        return est
+
+
+def _store(est: NeuralClassifier, values: dict[str, Any]) -> None:
+    """Store constructor keywords unchanged, as scikit-learn's contract asks."""
+    for name in est._param_names():
+        setattr(est, name, values[name])
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Separate a state dict into arrays (for the .npz) and plain values (for the JSON)."""
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    values = {k: v for k, v in state.items() if k not in arrays}
+    return arrays, values
+
+
+class Softmax(NeuralClassifier):
+    """Linear classifier with the softmax (cross-entropy) loss: one template per class."""
+
+    _model_name = "linear"
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 20,
+        batch_size: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        optimizer: str = "sgd_momentum",
+        momentum: float = 0.9,
+        schedule: str = "cosine",
+        warmup_epochs: int = 0,
+        augment: str | None = None,
+        preprocessing: str = "mean_image",
+        val_size: float | int = 0.1,
+        early_stopping: int | None = None,
+        init: str = "normal",
+        dtype: str = "float32",
+        seed: int = 0,
+        backend: str = "numpy",
+        progress: bool = False,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        _store(self, locals())
+
+    def _model_config(self) -> tuple[str, dict[str, Any]]:
+        return "linear", {"loss": "softmax"}
+
+
+class LinearSVM(Softmax):
+    """Linear classifier with the multiclass SVM (hinge) loss; no probabilities."""
+
+    _has_proba = False
+
+    def _model_config(self) -> tuple[str, dict[str, Any]]:
+        return "linear", {"loss": "svm"}
+
+
+class MLP(NeuralClassifier):
+    """Fully-connected network: affine-(norm)-relu-(dropout) per hidden layer, then affine.
+
+    One hidden layer without normalisation or dropout is the course's ``TwoLayerNet``.
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden: tuple[int, ...] | list[int] = (100,),
+        normalization: str | None = None,
+        dropout: float = 0.0,
+        epochs: int = 20,
+        batch_size: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        schedule: str = "cosine",
+        warmup_epochs: int = 0,
+        augment: str | None = None,
+        preprocessing: str = "mean_image",
+        val_size: float | int = 0.1,
+        early_stopping: int | None = None,
+        init: str = "he",
+        dtype: str = "float32",
+        seed: int = 0,
+        backend: str = "numpy",
+        progress: bool = False,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        _store(self, locals())
+
+    def _model_config(self) -> tuple[str, dict[str, Any]]:
+        hidden = [int(h) for h in np.atleast_1d(self.hidden)]
+        if len(hidden) == 1 and self.normalization is None and not self.dropout:
+            return "twolayer", {"hidden_dim": hidden[0]}
+        return "fcnet", {
+            "hidden_dims": hidden,
+            "normalization": self.normalization,
+            "dropout": self.dropout,
+        }
+
+
+class CNN(NeuralClassifier):
+    """Convolutional network: the course's ``SimpleCNN`` by default, or a ``ConvNet`` spec.
+
+    ``spec`` such as ``"64,64,M,128,128,M,256,M|256"`` builds a ConvNet: conv 3x3 blocks
+    (with batch norm when ``batchnorm``), ``M`` max-pools, and after ``|`` the hidden fc layers.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: str | None = None,
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-4,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        schedule: str = "cosine",
+        warmup_epochs: int = 0,
+        augment: str | None = "flip,crop",
+        preprocessing: str = "channel",
+        val_size: float | int = 0.1,
+        early_stopping: int | None = None,
+        init: str = "he",
+        dtype: str = "float32",
+        seed: int = 0,
+        backend: str = "numpy",
+        progress: bool = False,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        _store(self, locals())
+
+    def _model_config(self) -> tuple[str, dict[str, Any]]:
+        if self.spec is None:
+            return "simplecnn", {}
+        return "convnet", {"spec": self.spec, "batchnorm": self.batchnorm, "dropout": self.dropout}
+
+
+_ESTIMATORS: dict[str, type[NeuralClassifier]] = {
+    c.__name__: c for c in (Softmax, LinearSVM, MLP, CNN)
+}

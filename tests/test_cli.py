@@ -1,0 +1,113 @@
+"""The command line as a user meets it: help everywhere, one-line errors, run folders."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from pix2pred.cli import app, main
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def _command_paths(typer_app, prefix=()):
+    for cmd in typer_app.registered_commands:
+        yield (*prefix, cmd.name)
+    for group in typer_app.registered_groups:
+        yield (*prefix, group.name)
+        yield from _command_paths(group.typer_instance, (*prefix, group.name))
+
+
+@pytest.mark.parametrize("path", [(), *_command_paths(app)], ids=lambda p: " ".join(p) or "root")
+def test_every_command_has_help(capsys, path):
+    code, out, _ = run(capsys, *path, "--help")
+    assert code == 0
+    assert "Usage" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "knn", "--dataset", "synthetic", "--metric", "l3"], "--metric must be l1 or l2"),
+        (["train", "knn", "--dataset", "synthetic", "--k", "0"], "--k"),
+        (["train", "knn", "--dataset", "synthetic", "--ks", "1,x"], "--ks"),
+        (["train", "knn", "--dataset", "nope"], "nope"),
+        (["train", "knn"], "--dataset"),
+        (["data", "download", "mnist"], "mnist"),
+        (["data", "info", "folder", "--root", "/no/such/folder"], "/no/such/folder"),
+    ],
+)
+def test_bad_arguments_get_a_one_line_error_and_exit_2(
+    capsys, tmp_path, monkeypatch, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error:") and message in lines[0]
+
+
+def test_train_knn_writes_a_run_folder(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run(
+        capsys,
+        "train",
+        "knn",
+        "--dataset",
+        "synthetic",
+        "--n-train",
+        "300",
+        "--n-test",
+        "100",
+        "--ks",
+        "1,3,5",
+        "--folds",
+        "3",
+        "--out",
+        str(out),
+    )
+    assert code == 0
+    assert str(out) in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["ks"] == [1, 3, 5] and config["metric"] == "l2"
+    assert metrics["k"] == metrics["cv"]["best_k"] in (1, 3, 5)
+    assert 0.1 < metrics["test_accuracy"] <= 1.0
+    assert len(metrics["confusion_matrix"]) == 10
+    for png in ("confusion_matrix.png", "knn_k_sweep.png"):
+        with Image.open(out / png) as im:
+            assert im.format == "PNG"
+    # A second run into the same folder is refused and leaves the first one intact.
+    before = (out / "metrics.json").read_bytes()
+    code, _, err = run(capsys, "train", "knn", "--dataset", "synthetic", "--out", str(out))
+    assert code == 2 and "not empty" in err
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_data_info_and_preview(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "info", "synthetic", "--n-train", "200", "--n-test", "50")
+    assert code == 0 and "total" in out
+    png = tmp_path / "grid.png"
+    code, _, _ = run(
+        capsys,
+        "data",
+        "preview",
+        "synthetic",
+        "--n-train",
+        "200",
+        "--n-test",
+        "50",
+        "--per-class",
+        "3",
+        "--out",
+        str(png),
+    )
+    assert code == 0
+    with Image.open(png) as im:
+        assert im.format == "PNG"
