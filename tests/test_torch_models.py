@@ -6,6 +6,7 @@ so every comparison here checks a whole model's backward pass as well as the for
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 
@@ -15,6 +16,7 @@ import torch
 
 from parity import assert_all_close
 from pix2pred.nn_numpy import models as NM
+from pix2pred.nn_torch import layers as TL_layers
 from pix2pred.nn_torch import models as TM
 from pix2pred.nn_torch.transfer import (
     from_torch,
@@ -139,6 +141,42 @@ def test_dropout_models(name: str, kwargs: dict) -> None:
     again = TM.build_model(name, **torch_model.config())
     again.train()
     torch.testing.assert_close(again(X), first)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("fcnet", {"hidden_dims": [6, 5], "normalization": "batchnorm", "dropout": 0.4}),
+        ("convnet", {"spec": "3,M|5,4", "dropout": 0.5}),
+    ],
+    ids=["fcnet", "convnet"],
+)
+def test_train_parity_with_identical_dropout_masks(
+    name: str, kwargs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dropout in the same places with the same scaling: the torch model, fed the numpy masks
+    (drawn from a copy of the numpy model's rng, in the same order), gives the same loss and
+    gradients."""
+    numpy_model, torch_model = _pair(name, kwargs)
+    masks_rng = copy.deepcopy(numpy_model.rng)
+    drawn: list[np.ndarray] = []
+
+    def numpy_mask_dropout(x: torch.Tensor, dropout_param: dict) -> torch.Tensor:
+        p = dropout_param["p"]
+        keep = masks_rng.random(tuple(x.shape)) >= p
+        drawn.append(keep)
+        return x * torch.from_numpy(keep.astype(np.float64) / (1 - p))
+
+    monkeypatch.setattr(TL_layers, "dropout_forward", numpy_mask_dropout)
+    X, y = _batch(6)
+    loss, grads = numpy_model.loss(X, y)
+    torch_loss = torch_model.loss(X, y)
+    torch_loss.backward()
+    assert torch_loss.item() == pytest.approx(loss, rel=RTOL)
+    torch_grads = [p.grad.numpy() for p in torch_model.parameters()]
+    assert_all_close("gradient", torch_grads, list(grads.values()), RTOL, 1e-4)
+    # One mask per hidden layer, each dropping some units: the masks mattered.
+    assert len(drawn) == 2 and not any(keep.all() for keep in drawn)
 
 
 def test_forward_follows_mode_and_loss_restores_it() -> None:
