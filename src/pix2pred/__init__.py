@@ -15,6 +15,10 @@ _PUBLIC = {
     "load_dataset": "pix2pred.data",
     "Dataset": "pix2pred.data",
     "KNearestNeighbors": "pix2pred.knn",
+    "Softmax": "pix2pred.estimators",
+    "LinearSVM": "pix2pred.estimators",
+    "MLP": "pix2pred.estimators",
+    "CNN": "pix2pred.estimators",
 }
 
 __all__ = sorted(_PUBLIC)
