@@ -367,13 +367,11 @@ class SimpleCNN(Model):
         super().__init__(twin)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool": 2, "stride": 2}
         h = x
         for i in (1, 2):
-            h = L.conv_forward(
-                h, self.get_parameter(f"W{i}"), self.get_parameter(f"b{i}"), stride=1, pad=1
-            )
-            h = L.relu_forward(h)
-            h = L.max_pool_forward(h, pool=2, stride=2)
+            w, b = self.get_parameter(f"W{i}"), self.get_parameter(f"b{i}")
+            h = L.conv_relu_pool_forward(h, w, b, conv_param, pool_param)
         h = self._affine(h, 3, relu=True)  # flattens (N, 64, H // 4, W // 4) in (C, H, W) order
         return self._affine(h, 4)
 
