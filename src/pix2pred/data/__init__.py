@@ -28,7 +28,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, eq=False)
 class Dataset:
     """Images and labels in train, validation and test splits.
 
