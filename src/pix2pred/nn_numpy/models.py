@@ -151,20 +151,12 @@ class Model:
 
     # ------------------------------------------------------------ building
 
-    def _add_affine(self, i: int, D: int, M: int) -> None:
-        """``W{i}`` (D, M) and a zero ``b{i}`` (M,)."""
-        self.params[f"W{i}"] = init_weight(
-            self.rng, (D, M), self.init, self.weight_scale, self.dtype
-        )
-        self.params[f"b{i}"] = np.zeros(M, dtype=self.dtype)
-
-    def _add_conv(self, i: int, F: int, C: int, K: int) -> None:
-        """``W{i}`` (F, C, K, K) and a zero ``b{i}`` (F,)."""
-        shape = (F, C, K, K)
+    def _add_weight(self, i: int, shape: tuple[int, ...]) -> None:
+        """``W{i}``: affine (D, M) or conv (F, C, K, K), and its zero bias ``b{i}`` (M,) or (F,)."""
         self.params[f"W{i}"] = init_weight(
             self.rng, shape, self.init, self.weight_scale, self.dtype
         )
-        self.params[f"b{i}"] = np.zeros(F, dtype=self.dtype)
+        self.params[f"b{i}"] = np.zeros(shape[1] if len(shape) == 2 else shape[0], self.dtype)
 
     def _add_norm(self, i: int, D: int, running: bool) -> None:
         """``gamma{i}`` ones and ``beta{i}`` zeros (D,); batch norm's running stats if asked."""
@@ -307,7 +299,7 @@ class LinearClassifier(Model):
         self.loss_name = loss
         D = math.prod(self.input_shape)
         self.params["W"] = init_weight(
-            self.rng, (D, self.num_classes), init, weight_scale, self.dtype
+            self.rng, (D, self.num_classes), self.init, self.weight_scale, self.dtype
         )
         self.params["b"] = np.zeros(self.num_classes, dtype=self.dtype)
 
@@ -352,8 +344,8 @@ class TwoLayerNet(Model):
             input_shape, num_classes, init=init, weight_scale=weight_scale, dtype=dtype, seed=seed
         )
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
-        self._add_affine(1, math.prod(self.input_shape), self.hidden_dim)
-        self._add_affine(2, self.hidden_dim, self.num_classes)
+        self._add_weight(1, (math.prod(self.input_shape), self.hidden_dim))
+        self._add_weight(2, (self.hidden_dim, self.num_classes))
 
     def _arch_config(self) -> dict[str, Any]:
         return {"hidden_dim": self.hidden_dim}
@@ -410,7 +402,7 @@ class FullyConnectedNet(Model):
         dims = [math.prod(self.input_shape), *self.hidden_dims, self.num_classes]
         self.num_layers = len(dims) - 1
         for i in range(1, self.num_layers + 1):
-            self._add_affine(i, dims[i - 1], dims[i])
+            self._add_weight(i, (dims[i - 1], dims[i]))
             if normalization is not None and i < self.num_layers:
                 self._add_norm(i, dims[i], running=normalization == "batchnorm")
 
@@ -471,10 +463,10 @@ class SimpleCNN(Model):
         C, H, W = self.input_shape
         if H < 4 or W < 4:
             raise ValueError(f"SimpleCNN pools twice, so H and W must be at least 4, got {H}x{W}")
-        self._add_conv(1, 32, C, 3)
-        self._add_conv(2, 64, 32, 3)
-        self._add_affine(3, 64 * (H // 4) * (W // 4), 256)
-        self._add_affine(4, 256, self.num_classes)
+        self._add_weight(1, (32, C, 3, 3))
+        self._add_weight(2, (64, 32, 3, 3))
+        self._add_weight(3, (64 * (H // 4) * (W // 4), 256))
+        self._add_weight(4, (256, self.num_classes))
 
     def _forward(self, X: np.ndarray, tape: _Tape) -> np.ndarray:
         conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool": 2, "stride": 2}
@@ -528,13 +520,13 @@ class ConvNet(Model):
         self.dropout = check_dropout(dropout)
         convs, D = self.spec.conv_shapes(self.input_shape)
         for i, (C, F) in enumerate(convs, start=1):
-            self._add_conv(i, F, C, 3)
+            self._add_weight(i, (F, C, 3, 3))
             if batchnorm:
                 self._add_norm(i, F, running=True)
         i = len(convs)
         for D_in, D_out in itertools.pairwise([D, *self.spec.hidden, self.num_classes]):
             i += 1
-            self._add_affine(i, D_in, D_out)
+            self._add_weight(i, (D_in, D_out))
         self.num_layers = i
 
     def _arch_config(self) -> dict[str, Any]:
