@@ -443,6 +443,14 @@ class CNN(NeuralClassifier):
     ) -> None:
         _store(self, locals())
 
+    def _validate(self) -> None:
+        super()._validate()
+        if self.preprocessing == "pca":
+            raise ValueError(
+                "preprocessing='pca' gives flat features, which a CNN cannot take; "
+                "use 'channel', 'mean_image' or 'zca'"
+            )
+
     def _model_config(self) -> tuple[str, dict[str, Any]]:
         if self.spec is None:
             return "simplecnn", {}

@@ -323,7 +323,7 @@ def _assign(names: list[str], root: Path) -> tuple[str, dict[str, list[tuple[str
     return layout, out, ignored
 
 
-def _decode(data: bytes, hw: tuple[int, int] | None) -> np.ndarray:
+def decode_image(data: bytes, hw: tuple[int, int] | None) -> np.ndarray:
     """Decode one image to ``(H, W)`` (grey) or ``(H, W, 3)`` (colour) uint8."""
     img = Image.open(io.BytesIO(data))
     if hw is not None and img.format == "JPEG":
@@ -407,7 +407,7 @@ def _decode_source(
         images, ys = decoded.setdefault(split, ([], []))
         for name, cls in members:
             try:
-                a = _decode(src.read(name), hw)
+                a = decode_image(src.read(name), hw)
             except Exception as e:  # PIL raises many types for broken files
                 if not skip_corrupt:
                     raise ValueError(
