@@ -9,7 +9,9 @@ as plain JSON, so ``type(model)(**model.config())`` rebuilds the same architectu
 same seed, the same initial weights). The contract is written out in ``docs/models.md``.
 
 The layers come from ``layers`` (affine, relu, norms, dropout) and ``fast_layers`` (conv, pool,
-spatial batch norm); no model does its own maths.
+spatial batch norm); no model does its own maths. A train-mode pass records each layer's cache
+on a ``_Tape``; the backward pass pops them in reverse, freeing each cache once used, and asks
+the first conv for no input gradient. An eval-mode pass keeps no cache at all.
 """
 
 from __future__ import annotations
