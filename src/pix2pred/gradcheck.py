@@ -250,6 +250,33 @@ def random_hinge_scores(
     return scores
 
 
+def _kink_free(
+    draw: Callable[[], list[np.ndarray]],
+    pre_activation: Callable[..., np.ndarray],
+    pool: int | None = None,
+    margin: float = 1e-3,
+) -> list[np.ndarray]:
+    """Redraw a sandwich's inputs until the kinks it hides are ``margin`` away.
+
+    Those are the relu inputs ``pre_activation(*inputs)`` near 0 and, with ``pool`` (square
+    windows moved by their own size), two near-equal positive maxima in a pooling window.
+    """
+    for _ in range(100):
+        inputs = draw()
+        a = pre_activation(*inputs)
+        distance = float(np.abs(a).min())
+        if pool is not None:
+            N, C, H, W = a.shape
+            z = np.maximum(a, 0).reshape(N, C, H // pool, pool, W // pool, pool)
+            windows = z.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H // pool, W // pool, -1)
+            top2 = np.sort(windows, axis=-1)[..., -2:]  # (N, C, H_out, W_out, 2)
+            gaps = np.where(top2[..., 1] > 0, top2[..., 1] - top2[..., 0], np.inf)
+            distance = min(distance, float(gaps.min()))
+        if distance > margin:
+            return inputs
+    raise RuntimeError(f"no draw in 100 kept its kinks {margin} away")
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
     """One line of ``run_layer_checks``: a layer's worst ``check_layer_numerically`` error."""
@@ -365,7 +392,10 @@ def run_layer_checks(seed: int = 0, tolerance: float = 1e-7) -> list[CheckResult
             "affine_relu",
             L.affine_relu_forward,
             L.affine_relu_backward,
-            [normal(3, 5), normal(5, 4), normal(4)],
+            _kink_free(
+                lambda: [normal(3, 5), normal(5, 4), normal(4)],
+                lambda x, w, b: L.affine_forward(x, w, b)[0],
+            ),
         ),
         (
             "affine_batchnorm_relu",
@@ -373,25 +403,40 @@ def run_layer_checks(seed: int = 0, tolerance: float = 1e-7) -> list[CheckResult
                 x, w, b, g, be, {"mode": "train"}, "batchnorm"
             ),
             L.affine_norm_relu_backward,
-            [normal(4, 5), normal(5, 3), normal(3), *norm_params(3)],
+            _kink_free(
+                lambda: [normal(5, 4), normal(4, 6), normal(6), *norm_params(6)],
+                lambda x, w, b, g, be: L.batchnorm_forward(
+                    L.affine_forward(x, w, b)[0], g, be, {"mode": "train"}
+                )[0],
+            ),
         ),
         (
             "affine_layernorm_relu",
             lambda x, w, b, g, be: L.affine_norm_relu_forward(x, w, b, g, be, {}, "layernorm"),
             L.affine_norm_relu_backward,
-            [normal(4, 5), normal(5, 3), normal(3), *norm_params(3)],
+            _kink_free(
+                lambda: [normal(5, 4), normal(4, 6), normal(6), *norm_params(6)],
+                lambda x, w, b, g, be: L.layernorm_forward(L.affine_forward(x, w, b)[0], g, be)[0],
+            ),
         ),
         (
             "conv_relu",
             lambda x, w, b: L.conv_relu_forward(x, w, b, conv_param),
             L.conv_relu_backward,
-            [normal(2, 3, 5, 6), normal(4, 3, 3, 2), normal(4)],
+            _kink_free(
+                lambda: [normal(2, 3, 5, 6), normal(4, 3, 3, 2), normal(4)],
+                lambda x, w, b: L.conv_forward(x, w, b, **conv_param)[0],
+            ),
         ),
         (
             "conv_relu_pool",
             lambda x, w, b: L.conv_relu_pool_forward(x, w, b, {"pad": 1}, {"pool": 2}),
             L.conv_relu_pool_backward,
-            [normal(2, 3, 4, 4), normal(3, 3, 3, 3), normal(3)],
+            _kink_free(
+                lambda: [normal(2, 3, 4, 4), normal(3, 3, 3, 3), normal(3)],
+                lambda x, w, b: L.conv_forward(x, w, b, pad=1)[0],
+                pool=2,
+            ),
         ),
         ("softmax_loss", softmax_fwd, softmax_bwd, [normal(4, 5)]),
         ("softmax_loss (label smoothing)", smooth_fwd, smooth_bwd, [normal(4, 5)]),
