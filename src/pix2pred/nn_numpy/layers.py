@@ -116,7 +116,7 @@ def flatten_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
 
 
 def flatten_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
-    """Gradient of ``flatten_forward``: ``dout`` (N, D) back to the input's shape."""
+    """Gradient of ``flatten_forward``: ``dout`` (N, D) back to the input's (N, d1, ..., dk)."""
     return dout.reshape(cache)
 
 
@@ -126,7 +126,7 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
 
 
 def relu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
-    """Gradient of ``relu_forward`` (zero at x == 0, as torch)."""
+    """Gradient of ``relu_forward``: ``dout`` like x → ``dx`` (zero at x == 0, as torch)."""
     return dout * (cache > 0)
 
 
@@ -136,7 +136,7 @@ def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01) -> tuple[np.
 
 
 def leaky_relu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
-    """Gradient of ``leaky_relu_forward`` with respect to x (slope at x == 0, as torch)."""
+    """Gradient of ``leaky_relu_forward``: ``dout`` like x → ``dx`` (slope at 0, as torch)."""
     x, negative_slope = cache
     return np.where(x > 0, dout, negative_slope * dout)
 
@@ -149,7 +149,7 @@ def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
 
 
 def sigmoid_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
-    """Gradient of ``sigmoid_forward``."""
+    """Gradient of ``sigmoid_forward``: ``dout`` like x → ``dx``."""
     return dout * cache * (1 - cache)
 
 
@@ -160,7 +160,7 @@ def tanh_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
 
 
 def tanh_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
-    """Gradient of ``tanh_forward``."""
+    """Gradient of ``tanh_forward``: ``dout`` like x → ``dx``."""
     return dout * (1 - cache**2)
 
 
@@ -449,6 +449,8 @@ def layernorm_forward(
     out : ndarray of the shape of x
     cache : for ``layernorm_backward``
     """
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (N, D), got shape {x.shape}")
     eps = (ln_param or {}).get("eps", 1e-5)
     _check_shape(gamma, x.shape[1:], "gamma")
     _check_shape(beta, x.shape[1:], "beta")
@@ -564,7 +566,7 @@ def dropout_forward(
 
 
 def dropout_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
-    """Gradient of ``dropout_forward``: the same mask (identity in eval mode)."""
+    """Gradient of ``dropout_forward``: ``dout`` like x times the same mask (eval: identity)."""
     return dout if cache is None else dout * cache
 
 
