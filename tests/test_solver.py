@@ -12,7 +12,7 @@ import signal
 import numpy as np
 import pytest
 
-from pix2pred.checkpoint import load_arrays
+from pix2pred.checkpoint import load_safetensors, read_safetensors_metadata
 from pix2pred.nn_numpy.models import ConvNet, FullyConnectedNet
 from pix2pred.solver import STATE_FILE, Solver, TrainingDivergedError
 
@@ -389,7 +389,7 @@ def test_nan_loss_stops_with_the_step_and_lr_and_keeps_the_checkpoint(tmp_path):
     assert str(tmp_path) in message
     state = json.loads((tmp_path / STATE_FILE).read_text())
     assert (state["epoch"], state["step"]) == (1, 4)
-    saved = load_arrays(tmp_path / state["arrays"])
+    saved = load_safetensors(tmp_path / state["arrays"])
     assert np.isfinite(saved["params/W"]).all()
     assert solver.step == 5 and len(solver.loss_history) == 5
 
@@ -417,20 +417,21 @@ def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path):
         Solver(TinySoftmax(), blobs(), epochs=1, checkpoint_dir=tmp_path, **QUIET)
 
 
-def test_checkpoint_is_pickle_free_json_and_npz(tmp_path):
+def test_checkpoint_is_pickle_free_json_and_safetensors(tmp_path):
     solver = straight_run(blobs(), epochs=2, checkpoint_dir=tmp_path)
     state = json.loads((tmp_path / STATE_FILE).read_text())
     assert (state["epoch"], state["batch"], state["step"]) == (2, 0, 8)
     assert state["history"]["loss"] == solver.loss_history
     assert state["rng"]["bit_generator"] == "PCG64"
     assert state["optimizer_state"]["W"]["scalars"]["t"] == 8
-    with np.load(tmp_path / state["arrays"], allow_pickle=False) as npz:
-        names = set(npz.files)
+    assert state["backend"] == "numpy"
+    assert read_safetensors_metadata(tmp_path / state["arrays"]) == {"format": "pix2pred.solver"}
+    names = set(load_safetensors(tmp_path / state["arrays"]))
     assert {"params/W", "params/b", "buffers/running_mean", "best_params/W"} <= names
     assert {"optim/W/m", "optim/W/v", "optim/b/m"} <= names
     # Saves alternate between two array files; the state names the current one.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [STATE_FILE, "solver_arrays_a.npz", "solver_arrays_b.npz"]
+        [STATE_FILE, "solver_arrays_a.safetensors", "solver_arrays_b.safetensors"]
     )
 
 

@@ -1,4 +1,4 @@
-"""Safe, atomic persistence: JSON metadata and pickle-free ``.npz`` weights.
+"""Safe, atomic persistence: JSON metadata, and weights as safetensors or pickle-free ``.npz``.
 
 Every write goes to a temporary file in the destination folder and is moved into place with
 ``os.replace``, so a crash or Ctrl-C never leaves a half-written file where a good one stood.
@@ -89,3 +89,58 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: no such file") from None
     except (ValueError, OSError) as e:
         raise ValueError(f"{path}: not a pix2pred array file ({e})") from None
+
+
+def save_safetensors(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Save named arrays as a ``.safetensors`` file, atomically.
+
+    The format both backends read (``safetensors.numpy`` here, ``safetensors.torch`` there):
+    a JSON header of names, dtypes and shapes, then the raw little-endian bytes; nothing in it
+    can run code when loaded.
+
+    Parameters
+    ----------
+    path : path of the file to write
+    arrays : mapping of name to ndarray of any shape (0-d included) and a numeric or bool dtype
+    metadata : mapping of str to str, optional, kept in the header (see `read_safetensors_metadata`)
+    """
+    from safetensors.numpy import save
+
+    contiguous = {}
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype == object or a.dtype.kind not in "biufc":
+            raise TypeError(f"array {name!r} has dtype {a.dtype}, which safetensors cannot hold")
+        # NOTE: safetensors.numpy reads the raw buffer, so a strided view would be saved wrongly.
+        # (np.ascontiguousarray would also turn a 0-d array into a 1-d one.)
+        contiguous[name] = a if a.flags.c_contiguous else a.copy(order="C")
+    write_bytes(path, save(contiguous, metadata=dict(metadata) if metadata else None))
+
+
+def _open_safetensors(path: Path) -> Any:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return safe_open(path, framework="np")
+    except Exception as e:  # safetensors raises its own SafetensorError (an Exception)
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Load every array of a ``.safetensors`` file as writable numpy arrays (copies)."""
+    path = Path(path)
+    with _open_safetensors(path) as f:
+        return {k: np.array(f.get_tensor(k)) for k in f.keys()}
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text metadata in the header of a ``.safetensors`` file (empty when it has none)."""
+    path = Path(path)
+    with _open_safetensors(path) as f:
+        return dict(f.metadata() or {})

@@ -7,13 +7,16 @@ course. Beyond the course it is built to survive long runs:
 
 - a non-finite loss or update stops training with :class:`TrainingDivergedError`, naming the step
   and the learning rate; the model keeps its last good parameters and no checkpoint is written;
-- with ``checkpoint_dir`` every epoch ends with a checkpoint (pickle-free ``.npz`` plus a JSON
-  state, written atomically), and Ctrl-C leaves one too before ``KeyboardInterrupt`` propagates;
+- with ``checkpoint_dir`` every epoch ends with a checkpoint (safetensors arrays plus a JSON
+  state, written atomically; see :mod:`pix2pred.solver_state`), and Ctrl-C leaves one too
+  before ``KeyboardInterrupt`` propagates;
 - :meth:`Solver.resume` continues a run bit for bit: all randomness comes from the solver's own
   ``numpy.random.Generator`` and the model's ``rng``, and both are saved.
 
-The per-iteration work is :meth:`Solver._step` and prediction :meth:`Solver._predict_scores`, so
-another backend can subclass the Solver and replace just those.
+Everything that touches the model or the optimizer is a small backend hook: the step
+(:meth:`Solver._step`), prediction (:meth:`Solver._predict_scores`), batching, snapshots and the
+getters and setters of parameters, buffers, generator and optimizer state, all in numpy arrays.
+`pix2pred.nn_torch.train.TorchSolver` overrides just those to train torch models.
 """
 
 from __future__ import annotations
@@ -29,17 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from pix2pred.checkpoint import load_arrays, read_json, save_arrays, write_json
+from pix2pred import solver_state
+from pix2pred.checkpoint import read_json
 from pix2pred.data.augment import Augment, make_augment
 from pix2pred.nn_numpy.optim import get_update_rule
 from pix2pred.schedules import Schedule, WarmupLR, make_schedule
+from pix2pred.solver_progress import ProgressBar
+from pix2pred.solver_state import STATE_FILE
 
 __all__ = ["STATE_FILE", "Solver", "TrainingDivergedError"]
 
-STATE_FILE = "solver_state.json"
-_FORMAT = "pix2pred.solver"
-_VERSION = 1
-_ARRAY_FILES = ("solver_arrays_a.npz", "solver_arrays_b.npz")
 _DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 # The rules with a momentum hyperparameter (torch's SGD and RMSprop); Adam's is betas[0].
 _MOMENTUM_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop")
@@ -88,54 +90,6 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray | None]:
             raise ValueError(f"X_{split} is empty")
         arrays[f"X_{split}"], arrays[f"y_{split}"] = X, y
     return arrays
-
-
-def _pack_configs(
-    configs: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Split per-parameter optimizer configs into JSON-able scalars and arrays (for ``.npz``).
-
-    NumPy scalars go to the arrays too, so that a ``float32`` step count comes back as one.
-    """
-    meta: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
-    for name, config in configs.items():
-        entry: dict[str, Any] = {"scalars": {}, "tuples": [], "arrays": [], "numpy_scalars": []}
-        for key, value in config.items():
-            if isinstance(value, np.ndarray | np.generic):
-                arrays[f"optim/{name}/{key}"] = np.asarray(value)
-                entry["numpy_scalars" if isinstance(value, np.generic) else "arrays"].append(key)
-            elif value is None or isinstance(value, bool | int | float | str):
-                entry["scalars"][key] = value
-            elif isinstance(value, tuple | list) and all(
-                isinstance(v, bool | int | float | str) for v in value
-            ):
-                entry["scalars"][key] = list(value)
-                if isinstance(value, tuple):
-                    entry["tuples"].append(key)
-            else:
-                raise TypeError(
-                    f"optimizer state {key!r} of {name!r} is a {type(value).__name__}, "
-                    "which a checkpoint cannot hold"
-                )
-        meta[name] = entry
-    return meta, arrays
-
-
-def _unpack_configs(
-    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-) -> dict[str, dict[str, Any]]:
-    configs: dict[str, dict[str, Any]] = {}
-    for name, entry in meta.items():
-        config: dict[str, Any] = dict(entry["scalars"])
-        for key in entry["tuples"]:
-            config[key] = tuple(config[key])
-        for key in entry["arrays"]:
-            config[key] = arrays[f"optim/{name}/{key}"].copy()
-        for key in entry["numpy_scalars"]:
-            config[key] = arrays[f"optim/{name}/{key}"][()]
-        configs[name] = config
-    return configs
 
 
 class Solver:
@@ -222,6 +176,10 @@ class Solver:
     epoch, step : int
         Epochs and iterations completed.
     stopped_early : bool
+    notes : list of str
+        What the backend changed from what was asked (printed when training starts, if verbose).
+    backend : str
+        "numpy" here; checkpoints record it and resume only in the same backend.
     """
 
     def __init__(
@@ -256,6 +214,7 @@ class Solver:
         if not (isinstance(getattr(model, "params", None), dict) and callable(model.loss)):
             raise TypeError(f"model must have a params dict and a loss method, got {model!r}")
         self.model = model
+        self.notes: list[str] = []
         arrays = _check_data(data)
         self.X_train, self.y_train = arrays["X_train"], arrays["y_train"]
         self.X_val, self.y_val = arrays["X_val"], arrays["y_val"]
@@ -294,7 +253,7 @@ class Solver:
         self.callback, self.epoch_callback = callback, epoch_callback
 
         self.optimizer = optimizer
-        self.update_rule = get_update_rule(optimizer)
+        get_update_rule(optimizer)  # a clear error for an unknown name, in either backend
         self._optim_config = dict(optim_config or {})
         base = {"lr": lr, **self._optim_config}
         if weight_decay is not None:
@@ -304,13 +263,13 @@ class Solver:
         if not (isinstance(base["lr"], numbers.Real) and base["lr"] >= 0):
             raise ValueError(f"Invalid learning rate: {base['lr']}")
         self.lr, self.momentum, self.weight_decay = float(base["lr"]), momentum, weight_decay
-        self.optim_configs = self._init_optim_configs(base)
+        self._init_optimizer(base)
 
         self.schedule_name = schedule if isinstance(schedule, str) else None
         self._schedule_kwargs = dict(schedule_kwargs or {})
         self.schedule = self._build_schedule(schedule)
         self.augment_spec = augment if isinstance(augment, str) or augment is None else None
-        self.augment = make_augment(augment) if self.augment_spec is not None else augment
+        self.augment = self._make_augment(augment) if self.augment_spec is not None else augment
         if self.augment is not None and not callable(self.augment):
             raise TypeError(f"augment must be a spec string or a callable, got {augment!r}")
 
@@ -337,13 +296,16 @@ class Solver:
                     f"{self.checkpoint_dir} already holds a checkpoint; pass resume=True to "
                     "continue it, or choose another checkpoint_dir"
                 )
-            self._load_checkpoint()
+            solver_state.restore(self, *solver_state.read_checkpoint(self.checkpoint_dir))
 
     # ----------------------------------------------------------------------------- construction
 
-    def _init_optim_configs(self, base: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    backend = "numpy"
+
+    def _init_optimizer(self, base: Mapping[str, Any]) -> None:
         """One config per parameter; weight decay only on "W" weights (torch's two groups)."""
-        configs = {}
+        self.update_rule = get_update_rule(self.optimizer)
+        self.optim_configs: dict[str, dict[str, Any]] = {}
         for name, w in self.model.params.items():
             config = dict(base)
             if not name.startswith("W"):
@@ -351,8 +313,11 @@ class Solver:
             # A dry run on a scalar surfaces a bad key or value now rather than at step 1.
             dtype = w.dtype if np.issubdtype(w.dtype, np.floating) else np.float64
             self.update_rule(np.zeros(1, dtype), np.zeros(1, dtype), dict(config))
-            configs[name] = config
-        return configs
+            self.optim_configs[name] = config
+
+    def _make_augment(self, spec: str | None) -> Callable[..., Any] | None:
+        """The augmentation of a spec string, ``augment(X_batch, rng) -> X_batch``."""
+        return make_augment(spec)
 
     def _build_schedule(self, schedule: str | Schedule) -> Schedule:
         total = self.epochs * self.iterations_per_epoch
@@ -380,14 +345,10 @@ class Solver:
         saved, so it must be passed again. Call :meth:`train` to continue.
         """
         state = read_json(Path(checkpoint_dir) / STATE_FILE)
-        settings = dict(state["settings"])
+        settings = solver_state.settings_of(state)
         for key in ("schedule", "augment"):
             if settings.pop(f"custom_{key}") and key not in overrides:
                 raise ValueError(f"the checkpoint's {key} was a callable; pass {key}= to resume")
-        # JSON turned tuples such as betas into lists.
-        settings["optim_config"] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in settings["optim_config"].items()
-        }
         settings.update(overrides)
         return cls(model, data, checkpoint_dir=checkpoint_dir, resume=True, **settings)
 
@@ -404,6 +365,11 @@ class Solver:
             Re-raised after saving a checkpoint of the last completed iteration.
         """
         with self._progress_bar() as bar, self._deferred_sigint():
+            for note in self.notes if self.verbose else ():
+                if bar is not None:
+                    bar.print(note)
+                else:
+                    print(note, flush=True)
             try:
                 while self.epoch < self.epochs and not self.stopped_early:
                     self._train_epoch(bar)
@@ -411,7 +377,7 @@ class Solver:
                 self.save_checkpoint()
                 raise
         if self.restore_best and self.best_params is not None:
-            self.model.params.update({k: v.copy() for k, v in self.best_params.items()})
+            self._set_params(self.best_params)
             self._set_buffers(self.best_buffers or {})
         return self
 
@@ -428,28 +394,40 @@ class Solver:
 
     def _train_iteration(self) -> None:
         """One update; a failure part-way leaves the solver as it was before the iteration."""
-        snapshot = (self.rng.bit_generator.state, self._model_rng_state(), self._buffers_copy())
+        snapshot = self._snapshot()
         self._in_iteration = True
         try:
             start = self.batch * self.batch_size
-            idx = self._perm[start : start + self.batch_size]
-            X_batch, y_batch = self.X_train[idx], self.y_train[idx]
-            if self.augment is not None:
-                X_batch = self.augment(X_batch, self.rng)
+            X_batch, y_batch = self._batch(self._perm[start : start + self.batch_size])
             loss = self._step(X_batch, y_batch)
             self.loss_history.append(loss)
             self.step += 1
             self.batch += 1
         except BaseException:
-            self.rng.bit_generator.state = snapshot[0]
-            self._set_model_rng_state(snapshot[1])
-            self._set_buffers(snapshot[2])
+            self._restore(snapshot)
             raise
         finally:
             self._in_iteration = False
         if self._sigint_pending:
             self._sigint_pending = False
             raise KeyboardInterrupt
+
+    def _batch(self, idx: np.ndarray) -> tuple[Any, Any]:
+        """The (augmented) training batch of the sample indices ``idx`` ``(B,)``."""
+        X_batch, y_batch = self.X_train[idx], self.y_train[idx]
+        if self.augment is not None:
+            X_batch = self.augment(X_batch, self.rng)
+        return X_batch, y_batch
+
+    def _snapshot(self) -> Any:
+        """What an iteration may change before it fails: generator states and buffers."""
+        return self.rng.bit_generator.state, self._model_rng_state(), self._buffers_copy()
+
+    def _restore(self, snapshot: Any) -> None:
+        rng_state, model_rng_state, buffers = snapshot
+        self.rng.bit_generator.state = rng_state
+        self._set_model_rng_state(model_rng_state)
+        self._set_buffers(buffers)
 
     def _step(self, X_batch: np.ndarray, y_batch: np.ndarray) -> float:
         """Forward, backward and one update on a batch; return the loss.
@@ -514,7 +492,7 @@ class Solver:
                 self.val_acc_history.append(val_acc)
             if val_acc is not None and (self.best_epoch == 0 or val_acc > self.best_val_acc):
                 self.best_val_acc, self.best_epoch = val_acc, epoch
-                self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+                self.best_params = self._params_copy()
                 self.best_buffers = self._buffers_copy()
             if self.early_stopping is not None and epoch - self.best_epoch >= self.early_stopping:
                 self.stopped_early = True
@@ -600,6 +578,13 @@ class Solver:
         return correct / len(X)
 
     # ----------------------------------------------------------------------------- model state
+    # The backend hooks: model and optimizer state in and out, always as numpy arrays.
+
+    def _params_copy(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.model.params.items()}
+
+    def _set_params(self, params: Mapping[str, np.ndarray]) -> None:
+        self.model.params.update({k: v.copy() for k, v in params.items()})
 
     def _buffers_copy(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, copy=True) for k, v in getattr(self.model, "buffers", {}).items()}
@@ -609,13 +594,28 @@ class Solver:
             # In place, so that whatever holds a reference to the buffer sees the new values.
             np.copyto(self.model.buffers[name], value)
 
-    def _model_rng_state(self) -> dict[str, Any] | None:
+    def _model_rng_state(self) -> dict[str, Any] | np.ndarray | None:
         rng = getattr(self.model, "rng", None)
         return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
 
-    def _set_model_rng_state(self, state: dict[str, Any] | None) -> None:
+    def _set_model_rng_state(self, state: dict[str, Any] | np.ndarray | None) -> None:
         if state is not None:
             self.model.rng.bit_generator.state = state
+
+    def _optimizer_state(self) -> dict[str, dict[str, Any]]:
+        """Per parameter name, the update rule's state (arrays, numpy scalars, plain values)."""
+        return self.optim_configs
+
+    def _load_optimizer_state(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
+        # The optimizer's state comes from the checkpoint, hyperparameters given now win.
+        self.optim_configs = {k: {**saved[k], **config} for k, config in self.optim_configs.items()}
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Backend state for the checkpoint's JSON beyond the common one (none here)."""
+        return {}
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        pass
 
     # ----------------------------------------------------------------------------- checkpoints
 
@@ -645,114 +645,21 @@ class Solver:
     def save_checkpoint(self) -> Path | None:
         """Write the training state to ``checkpoint_dir`` (no-op without one); return its path.
 
-        Arrays go to one of two ``.npz`` files, alternately, and the JSON state names the one it
-        belongs to and is written last, so an interrupted save leaves the previous checkpoint
-        whole. Parameters that are not finite are never written.
+        See :mod:`pix2pred.solver_state`: an interrupted save leaves the previous checkpoint
+        whole, and parameters that are not finite are never written.
         """
         if self.checkpoint_dir is None:
             return None
-        for name, w in self.model.params.items():
+        params = self._params_copy()
+        for name, w in params.items():
             if not np.isfinite(w).all():
                 raise TrainingDivergedError(
                     f"parameter {name!r} is not finite; the checkpoint in {self.checkpoint_dir} "
                     "was left as it was"
                 )
-        state_path = self.checkpoint_dir / STATE_FILE
-        previous = read_json(state_path)["arrays"] if state_path.exists() else None
-        arrays_file = _ARRAY_FILES[1] if previous == _ARRAY_FILES[0] else _ARRAY_FILES[0]
-        optim_meta, arrays = _pack_configs(self.optim_configs)
-        arrays.update({f"params/{k}": v for k, v in self.model.params.items()})
-        arrays.update({f"buffers/{k}": v for k, v in self._buffers_copy().items()})
-        for k, v in (self.best_params or {}).items():
-            arrays[f"best_params/{k}"] = v
-        for k, v in (self.best_buffers or {}).items():
-            arrays[f"best_buffers/{k}"] = v
-        if self._perm is not None:
-            arrays["perm"] = self._perm
-        save_arrays(self.checkpoint_dir / arrays_file, arrays)
-        config = getattr(self.model, "config", None)
-        state = {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "arrays": arrays_file,
-            "model_class": type(self.model).__name__,
-            "model_config": config() if callable(config) else None,
-            "settings": self._settings(),
-            "num_train": len(self.X_train),
-            "iterations_per_epoch": self.iterations_per_epoch,
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "last_lr": self._last_lr,
-            "best_val_acc": self.best_val_acc,
-            "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early,
-            "history": {
-                "loss": self.loss_history,
-                "train_acc": self.train_acc_history,
-                "val_acc": self.val_acc_history,
-                "lr": self.lr_history,
-            },
-            "rng": self.rng.bit_generator.state,
-            "model_rng": self._model_rng_state(),
-            "optimizer_state": optim_meta,
-        }
-        write_json(state_path, state)
-        return state_path
-
-    def _load_checkpoint(self) -> None:
-        assert self.checkpoint_dir is not None
-        state_path = self.checkpoint_dir / STATE_FILE
-        state = read_json(state_path)
-        if state.get("format") != _FORMAT or state.get("version") != _VERSION:
-            raise ValueError(f"{state_path}: not a pix2pred solver checkpoint (version {_VERSION})")
-        arrays = load_arrays(self.checkpoint_dir / state["arrays"])
-        params = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
-        for name, w in self.model.params.items():
-            if name not in params or params[name].shape != w.shape or params[name].dtype != w.dtype:
-                saved = params.get(name)
-                found = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
-                raise ValueError(
-                    f"{state_path}: parameter {name!r} is {found} in the checkpoint but "
-                    f"{w.dtype} {w.shape} in the model ({state['model_class']} saved it)"
-                )
-        if extra := sorted(set(params) - set(self.model.params)):
-            raise ValueError(f"{state_path}: the model has no parameter(s) {', '.join(extra)}")
-        if state["settings"]["optimizer"] != self.optimizer:
-            raise ValueError(
-                f"{state_path}: the run used optimizer {state['settings']['optimizer']!r}, "
-                f"not {self.optimizer!r}"
-            )
-        if state["num_train"] != len(self.X_train):
-            raise ValueError(
-                f"{state_path}: saved for {state['num_train']} training samples, got "
-                f"{len(self.X_train)}"
-            )
-        if state["batch"] and state["iterations_per_epoch"] != self.iterations_per_epoch:
-            raise ValueError(
-                f"{state_path}: saved mid-epoch with {state['iterations_per_epoch']} iterations "
-                f"per epoch; batch_size {self.batch_size} gives {self.iterations_per_epoch}"
-            )
-        self.model.params.update({k: v.copy() for k, v in params.items()})
-        self._set_buffers({k[8:]: v for k, v in arrays.items() if k.startswith("buffers/")})
-        best = {k[12:]: v for k, v in arrays.items() if k.startswith("best_params/")}
-        self.best_params = best or None
-        self.best_buffers = {k[13:]: v for k, v in arrays.items() if k.startswith("best_buffers/")}
-        self._perm = arrays.get("perm")
-        saved = _unpack_configs(state["optimizer_state"], arrays)
-        # The optimizer's state comes from the checkpoint, hyperparameters given now win.
-        self.optim_configs = {k: {**saved[k], **config} for k, config in self.optim_configs.items()}
-        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
-        self._last_lr = state["last_lr"]
-        self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
-        self.stopped_early = state["stopped_early"]
-        history = state["history"]
-        self.loss_history = history["loss"]
-        self.train_acc_history = history["train_acc"]
-        self.val_acc_history = history["val_acc"]
-        self.lr_history = history["lr"]
-        self.rng.bit_generator.state = state["rng"]
-        self._set_model_rng_state(state["model_rng"])
+        return solver_state.write_checkpoint(
+            self.checkpoint_dir, *solver_state.capture(self, params)
+        )
 
     # ----------------------------------------------------------------------------- interaction
 
@@ -785,65 +692,9 @@ class Solver:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     @contextlib.contextmanager
-    def _progress_bar(self) -> Iterator[_ProgressBar | None]:
+    def _progress_bar(self) -> Iterator[ProgressBar | None]:
         if not self.progress:
             yield None
             return
-        bar = _ProgressBar(self)
-        with bar.progress:
+        with ProgressBar(self) as bar:
             yield bar
-
-
-class _ProgressBar:
-    """A rich progress bar over all iterations, with the epoch, loss and accuracies."""
-
-    def __init__(self, solver: Solver) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.solver = solver
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]}  train {task.fields[train]}  val {task.fields[val]}"
-            ),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        last = solver.loss_history[-1] if solver.loss_history else math.nan
-        self.task = self.progress.add_task(
-            self._description(),
-            total=solver.epochs * solver.iterations_per_epoch,
-            completed=solver.epoch * solver.iterations_per_epoch + solver.batch,
-            loss=f"{last:.4f}",
-            train=_fmt(solver.train_acc_history),
-            val=_fmt(solver.val_acc_history),
-        )
-
-    def _description(self) -> str:
-        return f"epoch {min(self.solver.epoch + 1, self.solver.epochs)}/{self.solver.epochs}"
-
-    def advance(self, loss: float) -> None:
-        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
-
-    def end_epoch(self, line: str | None) -> None:
-        if line is not None:
-            self.progress.console.print(line)
-        self.progress.update(
-            self.task,
-            description=self._description(),
-            train=_fmt(self.solver.train_acc_history),
-            val=_fmt(self.solver.val_acc_history),
-        )
-
-
-def _fmt(history: list[float]) -> str:
-    return f"{history[-1]:.3f}" if history else "-"
