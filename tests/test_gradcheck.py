@@ -146,9 +146,9 @@ def test_random_inputs_stay_away_from_kinks():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_run_layer_checks_all_pass_quickly(seed):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other jobs on the machine do not count
     results = run_layer_checks(seed)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     assert all(isinstance(r, CheckResult) for r in results)
     failed = [(r.name, r.max_rel_error) for r in results if not r.passed]
     assert not failed

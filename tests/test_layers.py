@@ -12,7 +12,7 @@ from pix2pred.nn_numpy import layers as L
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-SETTINGS = settings(max_examples=12, deadline=None)
+SETTINGS = settings(max_examples=20, deadline=None)
 seeds = st.integers(0, 2**16)
 
 
@@ -105,7 +105,7 @@ def conv_cases(draw):
     return [(N, C, H, W), (Fo, C, HH, WW), (Fo,)], stride, pad
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(case=conv_cases(), seed=seeds)
 def test_conv(case, seed):
     shapes, stride, pad = case
