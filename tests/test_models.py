@@ -237,7 +237,7 @@ def torch_convnet_scores(model: ConvNet | SimpleCNN, X, train: bool):
             h = F.max_pool2d(h, 2)
             continue
         i += 1
-        h = F.conv2d(h, p[f"W{i}"], p[f"b{i}"], padding=1)
+        h = F.conv2d(h, p[f"W{i}"], p[f"b{i}"], padding=p[f"W{i}"].shape[-1] // 2)
         if bn:
             h = F.batch_norm(
                 h, running[f"running_mean{i}"], running[f"running_var{i}"],
@@ -281,8 +281,8 @@ def test_matches_torch_autograd(model):
 
 def test_simplecnn_has_1_07_m_parameters():
     model = SimpleCNN((3, 32, 32), 10)
-    assert model.num_params() == 1_070_794
-    assert model.params["W1"].shape == (32, 3, 3, 3)
+    assert model.num_params() == 1_072_330
+    assert model.params["W1"].shape == (32, 3, 5, 5)
     assert model.params["W3"].shape == (64 * 8 * 8, 256)
     assert SimpleCNN((1, 28, 28), 10).params["W3"].shape == (64 * 7 * 7, 256)
 

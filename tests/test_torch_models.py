@@ -258,7 +258,7 @@ def test_torch_dtype_and_default_float32() -> None:
 
 
 def test_simplecnn_parameter_count_matches_numpy() -> None:
-    assert TM.SimpleCNN().num_params() == NM.SimpleCNN().num_params() == 1_070_794
+    assert TM.SimpleCNN().num_params() == NM.SimpleCNN().num_params() == 1_072_330
 
 
 # ---------------------------------------------------------------- transfer

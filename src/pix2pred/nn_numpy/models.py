@@ -433,17 +433,18 @@ class FullyConnectedNet(Model):
 
 
 class SimpleCNN(Model):
-    """conv 3x3 (32) - relu - pool - conv 3x3 (64) - relu - pool - affine (256) - relu - affine.
+    """conv 5x5 (32) - relu - pool - conv 3x3 (64) - relu - pool - affine (256) - relu - affine.
 
-    Both convs have stride 1 and padding 1, both pools are 2x2 max pools of stride 2 (sizes
-    rounded down), and the pooled maps are flattened in (C, H, W) order, as torch's
-    ``x.flatten(1)``. On 3x32x32 inputs with 10 classes that is 1,070,794 parameters.
+    The course notes' mini AlexNet. Convs have stride 1 and "same" padding (2, then 1), both
+    pools are 2x2 max pools of stride 2 (sizes rounded down), and the pooled maps are flattened
+    in (C, H, W) order, as torch's ``x.flatten(1)``. On 3x32x32 inputs with 10 classes that is
+    1,072,330 parameters.
 
     Parameters
     ----------
     input_shape, num_classes, init, weight_scale, dtype, seed : as ``Model``; H and W at least 4
 
-    Params: ``W1`` (32, C, 3, 3), ``b1`` (32,), ``W2`` (64, 32, 3, 3), ``b2`` (64,),
+    Params: ``W1`` (32, C, 5, 5), ``b1`` (32,), ``W2`` (64, 32, 3, 3), ``b2`` (64,),
     ``W3`` (64 * (H // 4) * (W // 4), 256), ``b3`` (256,), ``W4`` (256, num_classes), ``b4``.
     """
 
@@ -465,15 +466,15 @@ class SimpleCNN(Model):
         C, H, W = self.input_shape
         if H < 4 or W < 4:
             raise ValueError(f"SimpleCNN pools twice, so H and W must be at least 4, got {H}x{W}")
-        self._add_weight(1, (32, C, 3, 3))
+        self._add_weight(1, (32, C, 5, 5))
         self._add_weight(2, (64, 32, 3, 3))
         self._add_weight(3, (64 * (H // 4) * (W // 4), 256))
         self._add_weight(4, (256, self.num_classes))
 
     def _forward(self, X: np.ndarray, tape: _Tape) -> np.ndarray:
-        conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool": 2, "stride": 2}
-        h = tape(CONV_RELU_POOL, X, conv_param, pool_param, names=("W1", "b1"))
-        h = tape(CONV_RELU_POOL, h, conv_param, pool_param, names=("W2", "b2"))
+        pool_param = {"pool": 2, "stride": 2}
+        h = tape(CONV_RELU_POOL, X, {"stride": 1, "pad": 2}, pool_param, names=("W1", "b1"))
+        h = tape(CONV_RELU_POOL, h, {"stride": 1, "pad": 1}, pool_param, names=("W2", "b2"))
         h = tape(AFFINE_RELU, h, names=("W3", "b3"))
         return tape(AFFINE, h, names=("W4", "b4"))
 

@@ -337,9 +337,9 @@ class FullyConnectedNet(Model):
 
 
 class SimpleCNN(Model):
-    """conv 3x3 (32) - relu - pool - conv 3x3 (64) - relu - pool - affine (256) - relu - affine.
+    """conv 5x5 (32) - relu - pool - conv 3x3 (64) - relu - pool - affine (256) - relu - affine.
 
-    Parameters and params as `pix2pred.nn_numpy.models.SimpleCNN`: ``W1`` (32, C, 3, 3), ``b1``,
+    Parameters and params as `pix2pred.nn_numpy.models.SimpleCNN`: ``W1`` (32, C, 5, 5), ``b1``,
     ``W2`` (64, 32, 3, 3), ``b2``, ``W3`` (64 * (H // 4) * (W // 4), 256), ``b3``, ``W4`` (256,
     num_classes), ``b4``; the pooled maps are flattened in (C, H, W) order.
     """
@@ -367,11 +367,11 @@ class SimpleCNN(Model):
         super().__init__(twin)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool": 2, "stride": 2}
+        pool_param = {"pool": 2, "stride": 2}
         h = x
-        for i in (1, 2):
+        for i, pad in ((1, 2), (2, 1)):
             w, b = self.get_parameter(f"W{i}"), self.get_parameter(f"b{i}")
-            h = L.conv_relu_pool_forward(h, w, b, conv_param, pool_param)
+            h = L.conv_relu_pool_forward(h, w, b, {"stride": 1, "pad": pad}, pool_param)
         h = self._affine(h, 3, relu=True)  # flattens (N, 64, H // 4, W // 4) in (C, H, W) order
         return self._affine(h, 4)
 
