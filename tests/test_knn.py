@@ -5,7 +5,6 @@ scipy's ``cdist`` and scikit-learn's brute-force ``KNeighborsClassifier`` are th
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import KNeighborsClassifier
 
-from pix2pred import _knn_kernels
+from pix2pred import _knn_kernels, knn
 from pix2pred.knn import (
     CrossValidationResult,
     KNearestNeighbors,
@@ -77,11 +76,10 @@ def test_fast_distances_are_exact_on_uint8_and_independent_of_chunk_size(metric)
 
 @pytest.mark.parametrize("width", ["host", 64, 32, 16, None])
 def test_l1_uint8_kernel_every_vector_width_and_tail(width):
-    features = set(llvm.get_host_cpu_features().flatten().split(","))
-    needs = {64: "+avx512bw", 32: "+avx2", 16: "+sse2"}.get(width)
-    if needs is not None and needs not in features:
-        pytest.skip(f"this CPU lacks {needs[1:]}")
-    if width == _knn_kernels._SAD_WIDTH and _knn_kernels._HOST is not None:
+    needs = {64: "avx512bw", 32: "avx2", 16: "sse2"}.get(width)
+    if needs is not None and needs not in _knn_kernels._host_features():
+        pytest.skip(f"this CPU lacks {needs}")
+    if _knn_kernels._SAD is not None and width == _knn_kernels._SAD[0]:
         pytest.skip("the host kernel is this width (tested as 'host')")
     rng = np.random.default_rng(2)
     # D = 2 * 64 + 9: whole vectors plus a tail; 9 x 7 rows: whole 4 x 4 tiles plus edges
@@ -92,6 +90,19 @@ def test_l1_uint8_kernel_every_vector_width_and_tail(width):
     kernel = _knn_kernels.l1_uint8 if width == "host" else _knn_kernels.l1_uint8_variant(width)
     kernel(a, b, out)
     expected = np.abs(a[:, None, :].astype(np.int64) - b[None, :, :]).sum(axis=2)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.skipif(not _knn_kernels.HAS_VNNI, reason="this CPU lacks AVX-512 VNNI")
+def test_l2_uint8_vnni_kernel_is_exact_with_tail():
+    rng = np.random.default_rng(12)
+    a = rng.integers(0, 256, (9, 137), dtype=np.uint8)  # 2 whole vectors of 64 bytes + tail
+    b = rng.integers(0, 256, (7, 137), dtype=np.uint8)
+    b[3], b[4] = 255 - a[2], a[5]  # the largest distance, and zero
+    out = np.empty((9, 7), np.int32)
+    sq_b = (b.astype(np.int64) ** 2).sum(axis=1)
+    _knn_kernels.l2_uint8(a, (b ^ 0x80).view(np.int8), sq_b, out)
+    expected = ((a[:, None, :].astype(np.int64) - b[None, :, :]) ** 2).sum(axis=2)
     np.testing.assert_array_equal(out, expected)
 
 
@@ -141,9 +152,11 @@ def test_equal_distances_are_ordered_by_train_index(metric):
     np.testing.assert_array_equal(d[0, :3], 0.0)
 
 
-def test_l2_is_exact_where_float32_cannot_tell_neighbours_apart():
+@pytest.mark.parametrize("path", ["default", "gemm"])
+def test_l2_is_exact_where_float32_cannot_tell_neighbours_apart(path):
     """Squared norms near 2e8 put float32's spacing at 16, so squared distances 1, 2, ...
-    look alike in a float32 GEMM expansion; the search must still order them exactly."""
+    look alike in a float32 GEMM expansion; the search must still order them exactly, both
+    on the default path (integer VNNI where the CPU has it) and the float32 GEMM path."""
     rng = np.random.default_rng(6)
     query = rng.integers(200, 250, 3072, dtype=np.uint8)
     n = 40
@@ -151,9 +164,34 @@ def test_l2_is_exact_where_float32_cannot_tell_neighbours_apart():
     sq_dist = rng.permutation(np.arange(1, n + 1))
     for row, s in enumerate(sq_dist):  # s pixels differ by 1: squared distance s
         X_train[row, rng.choice(3072, s, replace=False)] += 1
-    d, i = kneighbors(query[None], X_train, 10, "l2")
+    if path == "gemm":
+        d, i = knn._l2_kneighbors_gemm(query[None], X_train, 10, chunk=1)
+    else:
+        d, i = kneighbors(query[None], X_train, 10, "l2")
     np.testing.assert_array_equal(i[0], np.argsort(sq_dist)[:10])
     np.testing.assert_array_equal(d[0], np.sqrt(np.arange(1, 11)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_l2_gemm_path_equals_reference_with_ties(dtype):
+    """The float32 GEMM + exact re-rank path, which uint8 input takes on CPUs without VNNI."""
+    rng = np.random.default_rng(13)
+    X_train = rng.integers(0, 3, (80, 24)).astype(dtype)
+    X_test = rng.integers(0, 3, (9, 24)).astype(dtype)
+    want_d, want_i = stable_topk(reference(X_test, X_train, "l2"), 12)
+    d, i = knn._l2_kneighbors_gemm(X_test, X_train, 12, chunk=4)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(d, want_d, rtol=1e-14)
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_empty_test_set(metric):
+    X_train = np.zeros((5, 4, 4, 3), np.uint8)
+    d, i = kneighbors(np.zeros((0, 4, 4, 3), np.uint8), X_train, 2, metric)
+    assert d.shape == (0, 2) and i.shape == (0, 2)
+    assert pairwise_distances(np.zeros((0, 48)), X_train, metric).shape == (0, 5)
+    model = KNearestNeighbors(metric=metric).fit(X_train, np.arange(5))
+    assert model.predict(np.zeros((0, 4, 4, 3), np.uint8)).shape == (0,)
 
 
 @settings(max_examples=25, deadline=None)

@@ -18,7 +18,9 @@ near 2e8, misorders close neighbours), so predictions equal scikit-learn's float
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,7 @@ def _as_rows(X: Any, name: str) -> np.ndarray:
         X = X.astype(np.float64, copy=False)
         if not np.isfinite(X).all():
             raise ValueError(f"{name} contains NaN or infinite values")
-    return np.ascontiguousarray(X.reshape(len(X), -1))  # (N, D)
+    return np.ascontiguousarray(X.reshape(len(X), int(np.prod(X.shape[1:]))))  # (N, D)
 
 
 def _check_pair(X_test: Any, X_train: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +150,16 @@ def _l1_block(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         kernels.l1_float(a, b, out)
 
 
+def _use_vnni(x: np.ndarray) -> bool:
+    """Whether squared L2 of rows ``x`` (n, D) goes to the exact int32 VNNI kernel."""
+    return kernels.HAS_VNNI and x.dtype == np.uint8 and x.shape[1] * 255**2 < 2**31
+
+
+def _signed_bytes(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``b - 128`` as int8 (n, D) and the squared norms of ``b`` as int64 (n,), for VNNI."""
+    return np.bitwise_xor(b, 0x80).view(np.int8), np.einsum("ij,ij->i", b, b, dtype=np.int64)
+
+
 def _l1_out_dtype(x: np.ndarray) -> type:
     if x.dtype != np.uint8:
         return np.float64
@@ -157,9 +169,10 @@ def _l1_out_dtype(x: np.ndarray) -> type:
 def pairwise_distances(
     X_test: np.ndarray, X_train: np.ndarray, metric: str = "l2", chunk_size: int | None = None
 ) -> np.ndarray:
-    """The full distance matrix, fast: float64 GEMM per chunk for L2, a compiled kernel for L1.
+    """The full distance matrix, fast: compiled kernels for L1 and (uint8, with AVX-512 VNNI) L2,
+    otherwise a float64 GEMM per chunk for L2.
 
-    Exact for uint8 input (the float64 GEMM of integers below 2**53 makes no rounding error).
+    Exact for uint8 input (in integers, or a float64 GEMM of integers below 2**53).
 
     Parameters
     ----------
@@ -185,6 +198,14 @@ def pairwise_distances(
             i1 = min(i0 + chunk, len(a))
             _l1_block(a[i0:i1], b, buf[: i1 - i0])
             out[i0:i1] = buf[: i1 - i0]
+        return out
+    if _use_vnni(a):
+        b_signed, sq_train = _signed_bytes(b)
+        buf = np.empty((min(chunk, len(a)), len(b)), np.int32)
+        for i0 in range(0, len(a), chunk):
+            i1 = min(i0 + chunk, len(a))
+            kernels.l2_uint8(a[i0:i1], b_signed, sq_train, buf[: i1 - i0])
+            np.sqrt(buf[: i1 - i0], out=out[i0:i1])
         return out
     b64 = b.astype(np.float64)
     sq_train = np.einsum("ij,ij->i", b64, b64)  # (n_train,)
@@ -226,8 +247,9 @@ def kneighbors(
 
     Works on ``chunk_size`` test rows at a time, so memory is one ``(chunk_size, n_train)``
     block (128 MiB by default), never the full matrix. L1 computes each block with the
-    compiled kernel; L2 with one float32 GEMM, then recomputes exactly the few columns that
-    the GEMM's error bound cannot rule out.
+    compiled kernel, and so does L2 for uint8 rows on CPUs with AVX-512 VNNI (exact integer
+    dot products); otherwise L2 runs one float32 GEMM a block, then recomputes exactly the few
+    columns that the GEMM's error bound cannot rule out.
 
     Parameters
     ----------
@@ -247,19 +269,42 @@ def kneighbors(
     a, b = _check_pair(X_test, X_train)
     k = _check_n_neighbors(n_neighbors, len(b))
     chunk = min(_check_chunk_size(chunk_size, len(b)), max(len(a), 1))
+    if metric == "l1":
+        fill = partial(_l1_block, b=b)
+        return _kneighbors_by_blocks(a, len(b), k, chunk, _l1_out_dtype(a), fill)
+    if _use_vnni(a):
+        b_signed, sq_train = _signed_bytes(b)
+        fill = partial(kernels.l2_uint8, b_signed=b_signed, sq_b=sq_train)
+        sq_dists, idx = _kneighbors_by_blocks(a, len(b), k, chunk, np.int32, fill)
+        return np.sqrt(sq_dists), idx
+    return _l2_kneighbors_gemm(a, b, k, chunk)
+
+
+def _kneighbors_by_blocks(
+    a: np.ndarray, n_train: int, k: int, chunk: int, dtype: type, fill: Callable
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of exact distance blocks: ``fill(a_chunk, out=block)`` writes the distances of
+    rows ``a_chunk`` (c, D) to all training rows into ``block`` (c, n_train) of ``dtype``.
+    Returns float64 distances (n_test, k) and int64 indices (n_test, k)."""
     dists = np.empty((len(a), k))
     idx = np.empty((len(a), k), np.int64)
-    if metric == "l1":
-        dtype = _l1_out_dtype(a)
-        buf = np.empty((chunk, len(b)), dtype)  # reused: fresh pages cost page faults
-        vals = np.empty((chunk, k), dtype)
-        for i0 in range(0, len(a), chunk):
-            i1 = min(i0 + chunk, len(a))
-            _l1_block(a[i0:i1], b, buf[: i1 - i0])
-            kernels.topk_rows(buf[: i1 - i0], k, vals[: i1 - i0], idx[i0:i1])
-            dists[i0:i1] = vals[: i1 - i0]
-        return dists, idx
+    block = np.empty((chunk, n_train), dtype)  # reused: fresh pages cost page faults
+    vals = np.empty((chunk, k), dtype)
+    for i0 in range(0, len(a), chunk):
+        i1 = min(i0 + chunk, len(a))
+        fill(a[i0:i1], out=block[: i1 - i0])
+        kernels.topk_rows(block[: i1 - i0], k, vals[: i1 - i0], idx[i0:i1])
+        dists[i0:i1] = vals[: i1 - i0]
+    return dists, idx
 
+
+def _l2_kneighbors_gemm(
+    a: np.ndarray, b: np.ndarray, k: int, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2 top-k of rows ``a`` (n_test, D) among rows ``b`` (n_train, D), both uint8 or both
+    float64, from a float32 GEMM per chunk made exact by :func:`kernels.l2_topk_exact`."""
+    dists = np.empty((len(a), k))
+    idx = np.empty((len(a), k), np.int64)
     b32 = b.astype(np.float32)  # (n_train, D)
     sq_train = np.einsum("ij,ij->i", b, b, dtype=np.float64)
     sq_test = np.einsum("ij,ij->i", a, a, dtype=np.float64)
