@@ -344,7 +344,13 @@ class Solver:
         train longer, ``progress``...). A schedule or augmentation given as a callable is not
         saved, so it must be passed again. Call :meth:`train` to continue.
         """
-        state = read_json(Path(checkpoint_dir) / STATE_FILE)
+        state_path = Path(checkpoint_dir) / STATE_FILE
+        state = read_json(state_path)
+        if state.get("backend") != cls.backend:
+            raise ValueError(
+                f"{state_path}: written by the {state.get('backend')} backend; resume it with "
+                f"backend={state.get('backend')!r}, not {cls.backend!r}"
+            )
         settings = solver_state.settings_of(state)
         for key in ("schedule", "augment"):
             if settings.pop(f"custom_{key}") and key not in overrides:
