@@ -45,6 +45,10 @@ KINDS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
 }
 DATA_KEYS = ("dataset", "root", "image_size", "n_train", "n_test")
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(help="Where a torch model runs: auto (default: cuda, mps, cpu), cpu, cuda, mps."),
+]
 
 
 def _estimator_class(name: str) -> type:
@@ -176,6 +180,8 @@ def train_run(
         "best_epoch": history.get("best_epoch"),
         "epochs_run": len(history.get("train_acc", [])),
         "num_params": est.model_.num_params(),
+        "backend": est.backend,
+        "device": est.device_,
         "train_seconds": train_seconds,
         "predict_seconds": predict_seconds,
         "per_class_accuracy": dict(zip(ds.classes, per_class_accuracy(cm).tolist(), strict=True)),
@@ -190,7 +196,7 @@ def train_run(
         run_dir / "confusion_matrix.png",
         title=f"{kind} on {ds.name}: test accuracy {test_acc:.1%}",
     )
-    params = est.model_.params
+    params = est.state_dict()
     H, W, C = est.image_shape_
     if kind in ("softmax", "svm"):
         plots.weight_templates(params["W"], (C, H, W), ds.classes, run_dir / "weight_templates.png")
@@ -260,7 +266,20 @@ def make_train_command(kind: str):
             str | None, typer.Option(help="convnet layers, e.g. 64,64,M,128,128,M,256,M|256.")
         ] = None,
         dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
-        backend: Annotated[str | None, typer.Option(help="numpy.")] = None,
+        backend: Annotated[str | None, typer.Option(help="numpy or torch.")] = None,
+        device: Annotated[
+            str | None, typer.Option(help="torch: auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps.")
+        ] = None,
+        amp: Annotated[
+            str | None, typer.Option(help="torch on CUDA: mixed precision auto, bf16, fp16, none.")
+        ] = None,
+        deterministic: Annotated[
+            bool | None,
+            typer.Option(
+                "--deterministic/--no-deterministic",
+                help="torch: deterministic algorithms only (reproducible on GPU, slower).",
+            ),
+        ] = None,
         seed: Annotated[
             int | None, typer.Option(help="Seed of splits, initialisation and batches.")
         ] = None,
@@ -299,6 +318,7 @@ def evaluate(
     out_png: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the confusion matrix here.")
     ] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Accuracy, per-class accuracy and the confusion matrix of a trained run."""
     from pix2pred.estimators import NeuralClassifier
@@ -309,7 +329,7 @@ def evaluate(
     if split not in ("test", "val"):
         raise ValueError(f"--split must be test or val, got {split!r}")
     config, _ = read_run(run)
-    est = NeuralClassifier.load(run / "model")
+    est = NeuralClassifier.load(run / "model", device=device)
     d, p = config["data"], config["params"]
     if dataset is not None:
         d = {**d, "dataset": dataset, "root": str(root) if root else None}
@@ -348,6 +368,7 @@ def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by pix2pred train.")],
     images: Annotated[list[Path], typer.Argument(help="Image files (any format Pillow reads).")],
     top: Annotated[int, typer.Option(min=1, help="How many classes to show per image.")] = 3,
+    device: DeviceOpt = None,
 ) -> None:
     """Top classes with probabilities for each image, converted and resized as in training."""
     from pix2pred.data.image_file import read_image
@@ -355,7 +376,7 @@ def predict(
     from pix2pred.runs import read_run
 
     config, _ = read_run(run)
-    est = NeuralClassifier.load(run / "model")
+    est = NeuralClassifier.load(run / "model", device=device)
     H, W, C = est.image_shape_
     X = np.stack([read_image(path, (H, W), C) for path in images])
     scores = est.decision_function(X)

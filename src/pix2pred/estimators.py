@@ -3,9 +3,18 @@
 Each estimator takes ``uint8`` images ``(N, H, W, C)`` (or ``(N, H, W)`` grayscale), fits a
 preprocessing on the training images, trains a model with the :class:`~pix2pred.solver.Solver`
 and keeps what it learned in attributes ending in ``_``. ``__init__`` stores its keywords
-unchanged; they carry the same names as the command-line options. ``save(path)`` writes
-``path.npz`` (weights, no pickle) beside ``path.json`` (architecture, classes, preprocessing,
-training history), and ``Class.load(path)`` rebuilds an estimator that predicts exactly the same.
+unchanged; they carry the same names as the command-line options.
+
+``backend="numpy"`` trains the hand-written models of `pix2pred.nn_numpy`; ``backend="torch"``
+their `pix2pred.nn_torch` twins with `pix2pred.nn_torch.train.TorchSolver`, on ``device``
+(``"auto"``: CUDA, then MPS, then the CPU), with mixed precision on CUDA (``amp``) and an
+optional ``deterministic`` mode. Same keywords, same preprocessing, same Solver options; from
+the same weights both backends predict the same.
+
+``save(path)`` writes ``path.safetensors`` (parameters and buffers under the numpy names and
+layout, plus the preprocessing arrays; no pickle) beside ``path.json`` (architecture, classes,
+preprocessing, training history). The file does not depend on the backend that trained it:
+``Class.load(path, backend=...)`` rebuilds an estimator in either backend that predicts the same.
 """
 
 from __future__ import annotations
@@ -17,11 +26,18 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from pix2pred.checkpoint import load_arrays, read_json, save_arrays, write_json
+from pix2pred.checkpoint import (
+    load_safetensors,
+    read_json,
+    read_safetensors_metadata,
+    save_safetensors,
+    write_json,
+)
 
 FORMAT = "pix2pred-model"
-FORMAT_VERSION = 1
-BACKENDS = ("numpy",)
+FORMAT_VERSION = 2
+BACKENDS = ("numpy", "torch")
+WEIGHTS_SUFFIX = ".safetensors"
 
 
 class NotFittedError(RuntimeError):
@@ -29,10 +45,19 @@ class NotFittedError(RuntimeError):
 
 
 def _files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``(weights .npz, metadata .json)`` for a model path given with or without a suffix."""
+    """``(weights .safetensors, metadata .json)`` for a model path with or without a suffix."""
     path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".npz", ".json") else path
-    return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+    stem = path.with_suffix("") if path.suffix in (WEIGHTS_SUFFIX, ".json") else path
+    return stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name + ".json")
+
+
+def _torch_train() -> Any:
+    """`pix2pred.nn_torch.train`, or a clear error when PyTorch is not installed."""
+    try:
+        from pix2pred.nn_torch import train
+    except ImportError as e:
+        raise ImportError(f"backend='torch' needs PyTorch ({e}); install torch") from e
+    return train
 
 
 def _check_images(X: Any, name: str = "X") -> np.ndarray:
@@ -101,6 +126,19 @@ class NeuralClassifier:
     def _validate(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "numpy" and self.device not in ("auto", "cpu"):
+            raise ValueError(
+                f"device={self.device!r} needs backend='torch' (numpy runs on the cpu)"
+            )
+        if self.backend == "numpy" and self.amp not in ("auto", "none", None):
+            raise ValueError(f"amp={self.amp!r} needs backend='torch'")
+        if self.backend == "torch":
+            train = _torch_train()
+            if self.amp not in (*train.AMP_MODES, None):
+                raise ValueError(
+                    f"amp must be one of {', '.join(train.AMP_MODES)}, got {self.amp!r}"
+                )
+            train.choose_device(self.device)  # refuses a device this machine does not have
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
@@ -113,18 +151,10 @@ class NeuralClassifier:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
     def _build_model(self, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-        from pix2pred.nn_numpy.models import build_model
-
         name, arch = self._model_config()
-        return build_model(
-            name,
-            input_shape=input_shape,
-            num_classes=num_classes,
-            init=self.init,
-            dtype=self.dtype,
-            seed=self.seed,
-            **arch,
-        )
+        config = {"input_shape": input_shape, "num_classes": num_classes, "init": self.init}
+        config |= {"dtype": self.dtype, "seed": self.seed, **arch}
+        return _build(self.backend, name, config, self.device)
 
     def _to_model_input(self, X: np.ndarray) -> np.ndarray:
         """uint8 ``(N, H, W, C)`` → the model's float ``(N, C, H, W)`` after preprocessing."""
@@ -185,9 +215,14 @@ class NeuralClassifier:
             "X_val": self._to_model_input(X_val) if len(X_val) else None,
             "y_val": yv if len(X_val) else None,
         }
-        solver = Solver(
+        solver_class, backend_options = Solver, {}
+        if self.backend == "torch":
+            solver_class = _torch_train().TorchSolver
+            backend_options = {"amp": self.amp, "deterministic": self.deterministic}
+        solver = solver_class(
             self.model_,
             data,
+            **backend_options,
             optimizer=self.optimizer,
             lr=self.lr,
             momentum=self.momentum,
@@ -206,6 +241,7 @@ class NeuralClassifier:
         )
         solver.train()
         self.history_ = solver.history()
+        self.device_ = str(getattr(solver, "device", "cpu"))
         return self
 
     # ------------------------------------------------------------------ prediction
@@ -224,7 +260,7 @@ class NeuralClassifier:
                 f"X has images of shape {X.shape[1:]}, the model was trained on {self.image_shape_}"
             )
         chunks = [
-            self.model_.loss(self._to_model_input(X[i : i + batch_size]))
+            _scores(self.model_, self._to_model_input(X[i : i + batch_size]))
             for i in range(0, len(X), batch_size)
         ]
         return np.concatenate(chunks).astype(np.float64)
@@ -247,12 +283,30 @@ class NeuralClassifier:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``path.npz`` (weights) and ``path.json`` (metadata); return the JSON path."""
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the fitted model's parameters then buffers as numpy arrays, by name.
+
+        The numpy layout (``W1 (D, M)`` for affine weights) whatever the backend: the arrays
+        that `save` writes and that either backend's model loads.
+        """
         self._check_fitted()
-        npz, meta = _files(path)
-        arrays = {f"param/{k}": v for k, v in self.model_.params.items()}
-        arrays |= {f"buffer/{k}": v for k, v in self.model_.buffers.items()}
+        if self.backend == "torch":
+            from pix2pred.nn_torch.transfer import state_dict_numpy
+
+            return state_dict_numpy(self.model_)
+        return {k: v.copy() for k, v in {**self.model_.params, **self.model_.buffers}.items()}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``path.safetensors`` (weights) and ``path.json`` (metadata); return the JSON.
+
+        The weights are ``param/<name>`` and ``buffer/<name>`` (see `state_dict`) and the
+        preprocessing's arrays ``pre/<name>``; the backend that trained them does not matter.
+        """
+        self._check_fitted()
+        weights, meta = _files(path)
+        state = self.state_dict()
+        params = set(self._model_params())
+        arrays = {f"param/{k}" if k in params else f"buffer/{k}": v for k, v in state.items()}
         pre_arrays, pre_values = _split_state(self.preprocessor_.state_dict())
         arrays |= {f"pre/{k}": v for k, v in pre_arrays.items()}
         name, _ = self._model_config()
@@ -267,17 +321,39 @@ class NeuralClassifier:
             "preprocessing": {"name": self.preprocessing, "values": pre_values},
             "history": getattr(self, "history_", {}),
         }
-        save_arrays(npz, arrays)
+        save_safetensors(weights, arrays, metadata={"format": FORMAT})
         write_json(meta, metadata)
         return meta
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> NeuralClassifier:
-        """Rebuild a saved estimator; refuses files that are not pix2pred models."""
-        from pix2pred.data.preprocess import preprocessor_from_state
-        from pix2pred.nn_numpy.models import build_model
+    def _model_params(self) -> list[str]:
+        """Names of the fitted model's trainable parameters."""
+        if self.backend == "torch":
+            return [name for name, _ in self.model_.named_parameters()]
+        return list(self.model_.params)
 
-        npz, meta_path = _files(path)
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        backend: str | None = None,
+        device: str | None = None,
+    ) -> NeuralClassifier:
+        """Rebuild a saved estimator; refuses files that are not pix2pred models.
+
+        Parameters
+        ----------
+        path : the path given to `save` (with or without ``.json``/``.safetensors``)
+        backend : {"numpy", "torch"}, optional
+            The backend of the rebuilt model (default: the one that trained it); the saved
+            weights load into either.
+        device : str, optional
+            Where a torch model goes (default ``"auto"``: CUDA, then MPS, then the CPU; the
+            device it was trained on is not reused, as this machine may not have it).
+        """
+        from pix2pred.data.preprocess import preprocessor_from_state
+
+        weights, meta_path = _files(path)
         meta = read_json(meta_path)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: not a pix2pred model file")
@@ -292,22 +368,92 @@ class NeuralClassifier:
                 f"{meta_path}: holds a {meta['estimator']}, not a {cls.__name__}; "
                 f"use pix2pred.{meta['estimator']}.load"
             )
-        arrays = load_arrays(npz)
-        est = target(**meta["params"])
+        if read_safetensors_metadata(weights).get("format") != FORMAT:
+            raise ValueError(f"{weights}: not a pix2pred model weights file")
+        arrays = load_safetensors(weights)
+        params = dict(meta["params"])
+        if backend is not None:
+            params["backend"] = backend
+        if device is not None:
+            params["device"] = device
+        est = target(**params)
+        if est.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {est.backend!r}")
+        if est.backend == "numpy" and device not in (None, "auto", "cpu"):
+            raise ValueError(f"device={device!r} needs backend='torch' (numpy runs on the cpu)")
         est.classes_ = np.asarray(meta["classes"])
         est.image_shape_ = tuple(meta["image_shape"])
         est.history_ = meta.get("history", {})
         pre_state = dict(meta["preprocessing"]["values"])
         pre_state |= {k[4:]: v for k, v in arrays.items() if k.startswith("pre/")}
         est.preprocessor_ = preprocessor_from_state(pre_state)
-        model = build_model(meta["model"]["name"], **meta["model"]["config"])
-        for group, store in (("param/", model.params), ("buffer/", model.buffers)):
-            for k in store:
-                if group + k not in arrays:
-                    raise ValueError(f"{npz}: missing array {group + k}")
-                store[k] = arrays[group + k].astype(store[k].dtype, copy=False)
+        state = {
+            k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("param/", "buffer/"))
+        }
+        model = _build(
+            est.backend, meta["model"]["name"], meta["model"]["config"], device or "auto"
+        )
+        _load_state(model, state, weights)
         est.model_ = model
+        est.device_ = _device_of(model)
         return est
+
+
+def _build(backend: str, name: str, config: dict[str, Any], device: str) -> Any:
+    """The model ``name`` of ``backend`` built from ``config``; a torch one put on ``device``."""
+    if backend == "torch":
+        from pix2pred.nn_torch.models import build_model
+
+        return build_model(name, **config).to(_torch_train().choose_device(device))
+    from pix2pred.nn_numpy.models import build_model
+
+    return build_model(name, **config)
+
+
+def _is_torch(model: Any) -> bool:
+    return hasattr(model, "named_parameters")
+
+
+def _load_state(model: Any, state: dict[str, np.ndarray], source: Path) -> None:
+    """Load a numpy state dict into a model of either backend, naming ``source`` on a mismatch."""
+    if _is_torch(model):
+        from pix2pred.nn_torch.transfer import load_state_dict_numpy
+
+        try:
+            load_state_dict_numpy(model, state)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        return
+    stores = {
+        **dict.fromkeys(model.params, model.params),
+        **dict.fromkeys(model.buffers, model.buffers),
+    }
+    for name, store in stores.items():
+        if name not in state:
+            raise ValueError(f"{source}: missing array {name!r} of {type(model).__name__}")
+        if state[name].shape != store[name].shape:
+            raise ValueError(
+                f"{source}: array {name!r} has shape {state[name].shape}, "
+                f"{type(model).__name__} expects {store[name].shape}"
+            )
+    for name, store in stores.items():
+        np.copyto(store[name], state[name], casting="unsafe")  # in place, cast to the model's dtype
+
+
+def _scores(model: Any, X: np.ndarray) -> np.ndarray:
+    """Eval-mode class scores ``(N, C)`` of a model of either backend for inputs ``X``."""
+    if not _is_torch(model):
+        return model.loss(X)
+    import torch
+
+    reference = next(model.parameters())
+    with torch.no_grad():
+        x = torch.as_tensor(X).to(reference.device, reference.dtype)
+        return model.loss(x).cpu().numpy()
+
+
+def _device_of(model: Any) -> str:
+    return str(next(model.parameters()).device) if _is_torch(model) else "cpu"
 
 
 def _store(est: NeuralClassifier, values: dict[str, Any]) -> None:
@@ -347,6 +493,9 @@ class Softmax(NeuralClassifier):
         dtype: str = "float32",
         seed: int = 0,
         backend: str = "numpy",
+        device: str = "auto",
+        amp: str | None = "auto",
+        deterministic: bool = False,
         progress: bool = False,
         checkpoint_dir: str | None = None,
     ) -> None:
@@ -393,6 +542,9 @@ class MLP(NeuralClassifier):
         dtype: str = "float32",
         seed: int = 0,
         backend: str = "numpy",
+        device: str = "auto",
+        amp: str | None = "auto",
+        deterministic: bool = False,
         progress: bool = False,
         checkpoint_dir: str | None = None,
     ) -> None:
@@ -438,6 +590,9 @@ class CNN(NeuralClassifier):
         dtype: str = "float32",
         seed: int = 0,
         backend: str = "numpy",
+        device: str = "auto",
+        amp: str | None = "auto",
+        deterministic: bool = False,
         progress: bool = False,
         checkpoint_dir: str | None = None,
     ) -> None:
