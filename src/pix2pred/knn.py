@@ -10,6 +10,10 @@ Read it top down:
    rows so memory stays bounded. Neighbours are ordered by distance, equal distances by index.
 4. :class:`KNearestNeighbors` — the scikit-learn style estimator; :func:`cross_validate_k`.
 
+``backend="torch"`` runs the search with ``torch.cdist`` and ``topk`` on a device (a GPU when
+there is one), chunked the same way; in float64 it is exact for uint8 pixels too, so both
+backends predict the same. Only that path imports torch.
+
 Distances are exact for uint8 pixels: L1 in integers, L2 from a float32 GEMM whose provable
 error bound decides which candidates to recompute exactly (float32 alone, with squared norms
 near 2e8, misorders close neighbours), so predictions equal scikit-learn's float64 ones.
@@ -28,6 +32,7 @@ import numpy as np
 from pix2pred import _knn_kernels as kernels
 
 METRICS = ("l1", "l2")
+BACKENDS = ("numpy", "torch")
 _CHUNK_ELEMENTS = 2**25  # entries of one chunk's distance block: 128 MiB as int32 or float32
 _EXTRA_CANDIDATES = 4  # approximate L2 candidates beyond k, for a tight exact threshold
 
@@ -64,6 +69,13 @@ def _check_pair(X_test: Any, X_train: Any) -> tuple[np.ndarray, np.ndarray]:
     if a.dtype != b.dtype:
         a, b = a.astype(np.float64), b.astype(np.float64)
     return a, b
+
+
+def _check_backend(backend: str, device: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numpy" and device not in (None, "auto", "cpu"):
+        raise ValueError(f"device={device!r} needs backend='torch' (numpy runs on the cpu)")
 
 
 def _check_chunk_size(chunk_size: int | None, n_train: int) -> int:
@@ -242,6 +254,9 @@ def kneighbors(
     n_neighbors: int,
     metric: str = "l2",
     chunk_size: int | None = None,
+    *,
+    backend: str = "numpy",
+    device: str | None = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``n_neighbors`` nearest training rows of every test row, exactly.
 
@@ -258,6 +273,8 @@ def kneighbors(
     n_neighbors : int, 1 <= n_neighbors <= n_train
     metric : "l1" or "l2"
     chunk_size : int, optional, test rows per chunk
+    backend : "numpy" or "torch" (see `_kneighbors_torch`)
+    device : str, optional, where the torch backend computes ("auto": CUDA, MPS, CPU)
 
     Returns
     -------
@@ -266,9 +283,12 @@ def kneighbors(
         distances in increasing index order
     """
     _check_metric(metric)
+    _check_backend(backend, device)
     a, b = _check_pair(X_test, X_train)
     k = _check_n_neighbors(n_neighbors, len(b))
     chunk = min(_check_chunk_size(chunk_size, len(b)), max(len(a), 1))
+    if backend == "torch":
+        return _kneighbors_torch(a, b, k, metric, chunk, device)
     if metric == "l1":
         fill = partial(_l1_block, b=b)
         return _kneighbors_by_blocks(a, len(b), k, chunk, _l1_out_dtype(a), fill)
@@ -326,6 +346,44 @@ def _l2_kneighbors_gemm(
 # 4. Votes, the estimator and cross-validation
 
 
+def _kneighbors_torch(
+    a: np.ndarray, b: np.ndarray, k: int, metric: str, chunk: int, device: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`kneighbors` with ``torch.cdist`` and ``topk`` on ``device``, ``chunk`` test rows a time.
+
+    Rows ``a`` (n_test, D) and ``b`` (n_train, D) as `_check_pair` gives them. The arithmetic is
+    float64 (float32 on MPS, which has no float64), so uint8 pixels give exact distances: L1
+    sums of integers, L2 from ``|a|^2 + |b|^2 - 2 a.b`` in integers below 2**53. ``topk`` does
+    not order equal distances, so its few extra candidates are sorted by (distance, index),
+    and a row whose k-th distance ties with its last candidate is sorted in full.
+    """
+    import torch
+
+    from pix2pred.nn_torch.train import choose_device
+
+    dev = choose_device(device)
+    dtype = torch.float32 if dev.type == "mps" else torch.float64
+    train = torch.as_tensor(b, device=dev).to(dtype)  # (n_train, D)
+    m = min(len(b), k + _EXTRA_CANDIDATES)
+    dists = np.empty((len(a), k))
+    idx = np.empty((len(a), k), np.int64)
+    for i0 in range(0, len(a), chunk):
+        test = torch.as_tensor(a[i0 : i0 + chunk], device=dev).to(dtype)  # (c, D)
+        p = 1.0 if metric == "l1" else 2.0
+        d = torch.cdist(test, train, p=p, compute_mode="use_mm_for_euclid_dist")  # (c, n_train)
+        vals, cand = torch.topk(d, m, dim=1, largest=False)  # (c, m)
+        by_index = torch.argsort(cand, dim=1)
+        vals, cand = vals.gather(1, by_index), cand.gather(1, by_index)
+        by_dist = torch.argsort(vals, dim=1, stable=True)
+        vals, cand = vals.gather(1, by_dist), cand.gather(1, by_dist)
+        if m < len(b):
+            for r in torch.nonzero(vals[:, k - 1] == vals[:, -1]).flatten().tolist():
+                vals[r, :], cand[r, :] = (t[:m] for t in torch.sort(d[r], stable=True))
+        dists[i0 : i0 + len(test)] = vals[:, :k].cpu().numpy()
+        idx[i0 : i0 + len(test)] = cand[:, :k].cpu().numpy()
+    return dists, idx
+
+
 def _check_n_neighbors(k: Any, n_train: int, name: str = "n_neighbors") -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValueError(f"{name} must be an int, got {k!r}")
@@ -367,6 +425,8 @@ class KNearestNeighbors:
     k : int, neighbours that vote (ties go to the smaller label)
     metric : "l1" or "l2"
     chunk_size : int, optional, test rows per chunk of the search (bounds memory)
+    backend : "numpy" or "torch" (``torch.cdist`` and ``topk``; the same predictions)
+    device : str, where the torch backend searches ("auto": CUDA, then MPS, then the CPU)
 
     Attributes
     ----------
@@ -375,14 +435,24 @@ class KNearestNeighbors:
     classes_ : ndarray of shape (n_classes,), the sorted distinct labels
     """
 
-    def __init__(self, k: int = 1, metric: str = "l2", chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        k: int = 1,
+        metric: str = "l2",
+        chunk_size: int | None = None,
+        backend: str = "numpy",
+        device: str = "auto",
+    ) -> None:
         self.k = k
         self.metric = metric
         self.chunk_size = chunk_size
+        self.backend = backend
+        self.device = device
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The hyperparameters, by name."""
-        return {"k": self.k, "metric": self.metric, "chunk_size": self.chunk_size}
+        names = ("k", "metric", "chunk_size", "backend", "device")
+        return {name: getattr(self, name) for name in names}
 
     def set_params(self, **params: Any) -> KNearestNeighbors:
         """Set hyperparameters by name; returns self."""
@@ -408,6 +478,7 @@ class KNearestNeighbors:
         y : ndarray of shape (n_train,), integer labels
         """
         _check_metric(self.metric)
+        _check_backend(self.backend, self.device)
         X = _as_rows(X, "X")
         y = np.asarray(y)
         if y.ndim != 1:
@@ -445,7 +516,15 @@ class KNearestNeighbors:
         """
         self._check_fitted()
         n_neighbors = self.k if n_neighbors is None else n_neighbors
-        return kneighbors(X, self.X_, n_neighbors, self.metric, self.chunk_size)
+        return kneighbors(
+            X,
+            self.X_,
+            n_neighbors,
+            self.metric,
+            self.chunk_size,
+            backend=self.backend,
+            device=self.device,
+        )
 
     def _votes(self, X: np.ndarray) -> np.ndarray:
         _, idx = self.kneighbors(X)
@@ -516,6 +595,9 @@ def cross_validate_k(
     metric: str = "l2",
     seed: int = 0,
     chunk_size: int | None = None,
+    *,
+    backend: str = "numpy",
+    device: str | None = "auto",
 ) -> CrossValidationResult:
     """k-fold cross-validation of the number of neighbours.
 
@@ -532,12 +614,14 @@ def cross_validate_k(
     metric : "l1" or "l2"
     seed : int, seeds the shuffle
     chunk_size : int, optional, as in :func:`kneighbors`
+    backend, device : as in :func:`kneighbors`
 
     Returns
     -------
     CrossValidationResult
     """
     _check_metric(metric)
+    _check_backend(backend, device)
     X = _as_rows(X, "X")
     y = np.asarray(y)
     if y.shape != (len(X),):
@@ -563,7 +647,9 @@ def cross_validate_k(
     acc = np.empty((len(ks_arr), n_folds))
     for f, val in enumerate(folds):
         train = np.concatenate([folds[g] for g in range(n_folds) if g != f])
-        _, idx = kneighbors(X[val], X[train], k_max, metric, chunk_size)
+        _, idx = kneighbors(
+            X[val], X[train], k_max, metric, chunk_size, backend=backend, device=device
+        )
         labels = y_index[train][idx]  # (n_val, k_max), ordered nearest first
         for t, k in enumerate(ks_arr):
             pred = majority_vote(labels[:, :k], len(classes))
