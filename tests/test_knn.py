@@ -270,7 +270,9 @@ def test_estimator_contract():
     rng = np.random.default_rng(9)
     X, y = rng.normal(size=(20, 3)), rng.integers(0, 3, 20)
     model = KNearestNeighbors(k=3, metric="l1")
-    assert model.get_params() == {"k": 3, "metric": "l1", "chunk_size": None}
+    assert model.get_params() == {
+        "k": 3, "metric": "l1", "chunk_size": None, "backend": "numpy", "device": "auto"
+    }  # fmt: skip
     with pytest.raises(RuntimeError, match="not fitted yet; call fit"):
         model.predict(X)
     assert model.fit(X, y) is model
@@ -280,7 +282,9 @@ def test_estimator_contract():
     assert model.fit(X, y).predict(X).shape == (20,)
     with pytest.raises(ValueError, match="invalid parameter 'p'"):
         model.set_params(p=1)
-    assert repr(model) == "KNearestNeighbors(k=5, metric='l1', chunk_size=4)"
+    assert repr(model) == (
+        "KNearestNeighbors(k=5, metric='l1', chunk_size=4, backend='numpy', device='auto')"
+    )
 
 
 @pytest.mark.parametrize(
@@ -295,6 +299,8 @@ def test_estimator_contract():
         ({}, (5, 2), np.zeros((5, 1), int), r"y must have shape \(n_samples,\)"),
         ({}, (5, 2), np.zeros(5), "integer labels, got dtype float64"),
         ({}, (5,), np.zeros(5, int), r"got shape \(5,\)"),
+        ({"backend": "jax"}, (5, 2), np.zeros(5, int), "backend must be one of .*got 'jax'"),
+        ({"device": "cuda"}, (5, 2), np.zeros(5, int), "device='cuda' needs backend='torch'"),
     ],
 )
 def test_fit_validation_names_the_value(params, X_shape, y, message):
@@ -341,3 +347,61 @@ def test_cross_validate_k_validation():
         cross_validate_k(X, y, [])
     with pytest.raises(ValueError, match=r"y must have shape \(10,\)"):
         cross_validate_k(X, y[:9], [1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the torch backend: torch.cdist + topk, the same neighbours
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n_test=st.integers(1, 9),
+    n_train=st.integers(1, 30),
+    D=st.integers(1, 40),
+    metric=st.sampled_from(["l1", "l2"]),
+    uint8=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_torch_kneighbors_property(n_test, n_train, D, metric, uint8, seed, data):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    k = data.draw(st.integers(1, n_train))
+    chunk_size = data.draw(st.integers(1, n_test + 2))
+    high = 256 if uint8 else 4  # floats from few values: ties, also at the k-th neighbour
+    X_train = rng.integers(0, high, (n_train, D)).astype(np.uint8 if uint8 else np.float64)
+    X_test = rng.integers(0, high, (n_test, D)).astype(X_train.dtype)
+    want_d, want_i = stable_topk(reference(X_test, X_train, metric), k)
+    d, i = kneighbors(X_test, X_train, k, metric, chunk_size, backend="torch", device="cpu")
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(d, want_d, rtol=1e-14)
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+@pytest.mark.parametrize("k", [1, 4, 7])
+def test_torch_backend_predicts_like_numpy(metric, k):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    X_train, X_test = images(rng, 150, (8, 8, 3)), images(rng, 40, (8, 8, 3))
+    y_train = rng.integers(0, 4, 150)
+    ours = KNearestNeighbors(k=k, metric=metric).fit(X_train, y_train)
+    torch_knn = KNearestNeighbors(k=k, metric=metric, chunk_size=16, backend="torch")
+    torch_knn.fit(X_train, y_train)
+    np.testing.assert_array_equal(torch_knn.predict(X_test), ours.predict(X_test))
+    np.testing.assert_array_equal(torch_knn.predict_proba(X_test), ours.predict_proba(X_test))
+    for got, want in zip(torch_knn.kneighbors(X_test), ours.kneighbors(X_test), strict=True):
+        np.testing.assert_array_equal(got, want)  # uint8: exact distances in both
+    floats = rng.normal(size=(60, 10)), rng.normal(size=(20, 10))
+    y = rng.integers(0, 3, 60)
+    want = KNearestNeighbors(k=k, metric=metric).fit(floats[0], y).predict(floats[1])
+    got = KNearestNeighbors(k=k, metric=metric, backend="torch").fit(floats[0], y)
+    np.testing.assert_array_equal(got.predict(floats[1]), want)
+
+
+def test_torch_cross_validation_equals_numpy():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    X, y = images(rng, 90, (4, 4, 3)), rng.integers(0, 3, 90)
+    want = cross_validate_k(X, y, [1, 3, 5], n_folds=3, metric="l1", seed=2)
+    got = cross_validate_k(X, y, [1, 3, 5], n_folds=3, metric="l1", seed=2, backend="torch")
+    np.testing.assert_array_equal(got.fold_accuracies, want.fold_accuracies)

@@ -353,9 +353,11 @@ def _kneighbors_torch(
 
     Rows ``a`` (n_test, D) and ``b`` (n_train, D) as `_check_pair` gives them. The arithmetic is
     float64 (float32 on MPS, which has no float64), so uint8 pixels give exact distances: L1
-    sums of integers, L2 from ``|a|^2 + |b|^2 - 2 a.b`` in integers below 2**53. ``topk`` does
-    not order equal distances, so its few extra candidates are sorted by (distance, index),
-    and a row whose k-th distance ties with its last candidate is sorted in full.
+    from ``torch.cdist``, sums of integers; L2 squared from one GEMM, ``|a|^2 + |b|^2 - 2 a.b``
+    in integers below 2**53, as cdist's "mm" mode but without its square root, taken at the
+    end by numpy. ``topk`` does not order equal distances, so its few extra candidates are
+    sorted by (distance, index), and a row whose k-th distance ties with its last candidate is
+    sorted in full.
     """
     import torch
 
@@ -364,13 +366,18 @@ def _kneighbors_torch(
     dev = choose_device(device)
     dtype = torch.float32 if dev.type == "mps" else torch.float64
     train = torch.as_tensor(b, device=dev).to(dtype)  # (n_train, D)
+    sq_train = (train * train).sum(dim=1)  # (n_train,)
     m = min(len(b), k + _EXTRA_CANDIDATES)
     dists = np.empty((len(a), k))
     idx = np.empty((len(a), k), np.int64)
     for i0 in range(0, len(a), chunk):
         test = torch.as_tensor(a[i0 : i0 + chunk], device=dev).to(dtype)  # (c, D)
-        p = 1.0 if metric == "l1" else 2.0
-        d = torch.cdist(test, train, p=p, compute_mode="use_mm_for_euclid_dist")  # (c, n_train)
+        if metric == "l1":
+            d = torch.cdist(test, train, p=1.0)  # (c, n_train)
+        else:
+            # NOTE: not cdist: torch's vectorised sqrt can be an ulp off numpy's exact one.
+            sq = (test * test).sum(dim=1)[:, None] + sq_train[None, :]
+            d = torch.addmm(sq, test, train.T, alpha=-2).clamp_min_(0)  # (c, n_train), squared
         vals, cand = torch.topk(d, m, dim=1, largest=False)  # (c, m)
         by_index = torch.argsort(cand, dim=1)
         vals, cand = vals.gather(1, by_index), cand.gather(1, by_index)
@@ -381,6 +388,8 @@ def _kneighbors_torch(
                 vals[r, :], cand[r, :] = (t[:m] for t in torch.sort(d[r], stable=True))
         dists[i0 : i0 + len(test)] = vals[:, :k].cpu().numpy()
         idx[i0 : i0 + len(test)] = cand[:, :k].cpu().numpy()
+    if metric == "l2":
+        np.sqrt(dists, out=dists)
     return dists, idx
 
 
