@@ -111,3 +111,77 @@ def test_data_info_and_preview(capsys, tmp_path):
     assert code == 0
     with Image.open(png) as im:
         assert im.format == "PNG"
+
+
+# ---------------------------------------------------------------------------------------------
+# the torch backend writes the same run folder
+
+
+@pytest.fixture
+def torch_one_thread():
+    torch = pytest.importorskip("torch")
+    # Tiny ops on a CPU shared with other jobs: OpenMP's spinning threads cost more than they give.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = ["--dataset", "synthetic", "--n-train", "200", "--n-test", "60", "--image-size", "16"]
+
+
+def test_train_backend_torch_writes_the_same_run_folder(capsys, tmp_path, torch_one_thread):
+    runs = {}
+    for backend in ("numpy", "torch"):
+        runs[backend] = tmp_path / backend
+        args = ["train", "softmax", *TINY, "--epochs", "2", "--backend", backend]
+        code, stdout, _ = run(capsys, *args, "--device", "cpu", "--out", str(runs[backend]))
+        assert code == 0 and str(runs[backend]) in stdout
+    names = {b: sorted(p.name for p in run_dir.iterdir()) for b, run_dir in runs.items()}
+    assert names["torch"] == names["numpy"]
+    assert {"model.safetensors", "model.json", "weight_templates.png"} <= set(names["torch"])
+    metrics = json.loads((runs["torch"] / "metrics.json").read_text())
+    config = json.loads((runs["torch"] / "config.json").read_text())
+    assert (metrics["backend"], metrics["device"]) == ("torch", "cpu")
+    assert config["params"]["backend"] == "torch" and config["params"]["device"] == "cpu"
+    assert metrics["num_params"] == 16 * 16 * 3 * 10 + 10
+    # From the same seed, without augmentation: the same training in both backends.
+    numpy_metrics = json.loads((runs["numpy"] / "metrics.json").read_text())
+    assert metrics["history"]["loss"] == pytest.approx(numpy_metrics["history"]["loss"], rel=1e-4)
+
+    code, stdout, _ = run(capsys, "evaluate", str(runs["torch"]), "--device", "cpu")
+    assert code == 0 and f"accuracy {metrics['test_accuracy']:.2%}" in stdout
+    image = tmp_path / "image.png"
+    Image.new("RGB", (20, 20), (200, 40, 40)).save(image)
+    code, stdout, _ = run(capsys, "predict", str(runs["torch"]), str(image), "--top", "2")
+    assert code == 0 and stdout.startswith(str(image)) and stdout.count("%") == 2
+
+
+def test_train_convnet_with_torch_and_deterministic_mode(capsys, tmp_path, torch_one_thread):
+    out = tmp_path / "run"
+    args = ["train", "convnet", *TINY, "--epochs", "1", "--spec", "4,M|8", "--backend", "torch"]
+    code, _, _ = run(capsys, *args, "--deterministic", "--amp", "bf16", "--out", str(out))
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["params"]["deterministic"] is True and config["params"]["amp"] == "bf16"
+    with Image.open(out / "first_layer_filters.png") as im:
+        assert im.format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "jax"], "backend must be one of numpy, torch, got 'jax'"),
+        (["--device", "cuda:7", "--backend", "torch"], "device 'cuda:7'"),
+        (["--device", "cuda"], "device='cuda' needs backend='torch'"),
+        (["--amp", "half", "--backend", "torch"], "amp must be one of auto, bf16, fp16, none"),
+    ],
+)
+def test_bad_backend_options_get_a_one_line_error(capsys, tmp_path, args, message):
+    pytest.importorskip("torch")
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "mlp", *TINY, *args, "--out", str(out))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
+    assert not out.exists()  # refused before the run folder was made
