@@ -573,7 +573,7 @@ def train_fast(
                 dev.type, dtype=amp_dtype or torch.bfloat16, enabled=bool(amp_dtype)
             ):
                 logits = net(x)
-            logits = logits.to(torch.float32)
+            logits = logits.to(torch.promote_types(dtype, torch.float32))
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing, reduction="sum")
             # DDP averages gradients over processes; scaling by the world size makes the
             # result the gradient of the loss summed over the global batch.
