@@ -402,9 +402,10 @@ class NeuralClassifier:
 def _build(backend: str, name: str, config: dict[str, Any], device: str) -> Any:
     """The model ``name`` of ``backend`` built from ``config``; a torch one put on ``device``."""
     if backend == "torch":
+        device = _torch_train().choose_device(device)
         from pix2pred.nn_torch.models import build_model
 
-        return build_model(name, **config).to(_torch_train().choose_device(device))
+        return build_model(name, **config).to(device)
     from pix2pred.nn_numpy.models import build_model
 
     return build_model(name, **config)

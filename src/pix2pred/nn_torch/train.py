@@ -235,6 +235,8 @@ class TorchSolver(Solver):
         if first is None:
             raise ValueError(f"{type(model).__name__} has no parameters to train")
         self.device = first.device if device is None else choose_device(device)
+        if self.device.type == "mps" and first.dtype == torch.float64:
+            raise ValueError("MPS has no float64: use a float32 model (dtype='float32') or 'cpu'")
         self.amp, self.deterministic = amp, bool(deterministic)
         self._channels_last_arg = channels_last
         self.amp_dtype, amp_note = resolve_amp(amp, self.device, first.dtype)
@@ -324,8 +326,9 @@ class TorchSolver(Solver):
             self.torch_optimizer.step()
         names, params = zip(*self.model.named_parameters(), strict=True)
         # One transfer for the loss and every finiteness flag: a single sync per step.
-        finite = [p.detach().isfinite().all() for p in params]
-        checks = torch.stack([loss.detach().double(), *(f.double() for f in finite)]).tolist()
+        wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS: no float64
+        finite = [p.detach().isfinite().all().to(wide) for p in params]
+        checks = torch.stack([loss.detach().to(wide), *finite]).tolist()
         loss_value = checks[0]
         if not math.isfinite(loss_value):
             raise self._diverged(f"the loss is {loss_value}", lr)
