@@ -2,9 +2,10 @@
 
 For each metric, one exact top-20 search gives the accuracy of every k; scikit-learn's brute
 force ``KNeighborsClassifier(n_neighbors=20).kneighbors`` does the same search in the same run
-(default ``n_jobs``). The table compares times, whether the two agree (neighbour lists, and
-predictions for k = 1 and k = 10 voted with ``scipy.stats.mode``, scikit-learn's own rule), and
-the peak resident memory of the process during each search.
+(default ``n_jobs``). The table compares times, whether the two agree (neighbour lists; their
+distances, equal where lists differ only in the order of tied neighbours; predictions for k = 1
+and k = 10 voted with ``scipy.stats.mode``, scikit-learn's own rule), and the peak resident
+memory of the process during each search.
 
 Run from the repository root, one heavy job at a time::
 
@@ -91,7 +92,7 @@ def run_size(size: str, root: Path, skip_sklearn_l1: bool) -> None:
     for metric in ("l1", "l2"):
         with PeakRSS() as mem:
             t = time.perf_counter()
-            _, idx = kneighbors(X_test, X_train, K_MAX, metric)
+            dist, idx = kneighbors(X_test, X_train, K_MAX, metric)
             ours_s = time.perf_counter() - t
         labels = y_train[idx]  # (n_test, K_MAX)
         acc[metric] = np.array(
@@ -105,16 +106,18 @@ def run_size(size: str, root: Path, skip_sklearn_l1: bool) -> None:
         sk.fit(X_train.reshape(len(X_train), -1), y_train)
         with PeakRSS() as mem:
             t = time.perf_counter()
-            _, sk_idx = sk.kneighbors(X_test.reshape(len(X_test), -1))
+            sk_dist, sk_idx = sk.kneighbors(X_test.reshape(len(X_test), -1))
             row["sk_s"] = time.perf_counter() - t
         row["sk_mem"], row["sk_grow"] = mem.peak, mem.growth
         row["same_lists"] = np.mean(np.all(idx == sk_idx, axis=1))
+        # lists that differ only in the order of equal distances have the same distances
+        row["same_dists"] = np.mean(np.all(np.isclose(dist, sk_dist, rtol=1e-12), axis=1))
         sk_labels = y_train[sk_idx]
         for k in AGREE_KS:
             ours_pred = majority_vote(labels[:, :k], n_classes)
             row[f"agree{k}"] = np.mean(ours_pred == votes_like_sklearn(sk_labels[:, :k]))
         rows.append(row)
-        del sk, sk_idx
+        del sk, sk_idx, sk_dist
 
     gib = 2.0**30
     print(
@@ -126,6 +129,7 @@ def run_size(size: str, root: Path, skip_sklearn_l1: bool) -> None:
         print(f"{k:>4} {acc['l1'][k - 1]:>8.2%} {acc['l2'][k - 1]:>8.2%}")
     head = (
         f"{'':>4} {'ours s':>8} {'sklearn s':>10} {'speed-up':>9} {'same top-20':>12} "
+        f"{'same dists':>11} "
         + " ".join(f"{'pred k=' + str(k):>10}" for k in AGREE_KS)
         + f" {'peak GiB (growth): ours':>25} {'sklearn':>12}"
     )
@@ -134,11 +138,14 @@ def run_size(size: str, root: Path, skip_sklearn_l1: bool) -> None:
         if "sk_s" in r:
             sk_cols = (
                 f"{r['sk_s']:>10.2f} {r['sk_s'] / r['ours_s']:>8.1f}x {r['same_lists']:>12.2%} "
+                f"{r['same_dists']:>11.2%} "
                 + " ".join(f"{r[f'agree{k}']:>10.2%}" for k in AGREE_KS)
             )
             sk_mem = f"{r['sk_mem'] / gib:.2f} (+{r['sk_grow'] / gib:.2f})"
         else:
-            sk_cols = f"{'skipped':>10} {'':>9} {'':>12} " + " ".join(f"{'':>10}" for _ in AGREE_KS)
+            sk_cols = f"{'skipped':>10} {'':>9} {'':>12} {'':>11} " + " ".join(
+                f"{'':>10}" for _ in AGREE_KS
+            )
             sk_mem = ""
         ours_mem = f"{r['ours_mem'] / gib:>5.2f} (+{r['ours_grow'] / gib:.2f})"
         print(f"{r['metric'].upper():>4} {r['ours_s']:>8.2f} {sk_cols} {ours_mem:>25} {sk_mem:>12}")

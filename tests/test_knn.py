@@ -142,6 +142,17 @@ def test_kneighbors_equals_stable_reference_for_any_chunk_size(metric, dtype):
 
 
 @pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_large_k_sorts_instead_of_inserting_with_the_same_order(metric, monkeypatch):
+    rng = np.random.default_rng(14)
+    X_train, X_test = images(rng, 90, (2, 2, 3)) // 64, images(rng, 6, (2, 2, 3)) // 64
+    want_d, want_i = stable_topk(reference(X_test, X_train, metric), 30)
+    monkeypatch.setattr(knn, "_INSERTION_MAX_K", 10)
+    d, i = kneighbors(X_test, X_train, 30, metric, chunk_size=4)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(d, want_d, rtol=1e-14)
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
 def test_equal_distances_are_ordered_by_train_index(metric):
     rng = np.random.default_rng(5)
     X_train = images(rng, 12, (4, 4, 3))

@@ -35,6 +35,7 @@ METRICS = ("l1", "l2")
 BACKENDS = ("numpy", "torch")
 _CHUNK_ELEMENTS = 2**25  # entries of one chunk's distance block: 128 MiB as int32 or float32
 _EXTRA_CANDIDATES = 4  # approximate L2 candidates beyond k, for a tight exact threshold
+_INSERTION_MAX_K = 256  # top-k by insertion up to this k, by a stable sort beyond
 
 
 def _check_metric(metric: str) -> None:
@@ -313,7 +314,11 @@ def _kneighbors_by_blocks(
     for i0 in range(0, len(a), chunk):
         i1 = min(i0 + chunk, len(a))
         fill(a[i0:i1], out=block[: i1 - i0])
-        kernels.topk_rows(block[: i1 - i0], k, vals[: i1 - i0], idx[i0:i1])
+        if k <= _INSERTION_MAX_K:
+            kernels.topk_rows(block[: i1 - i0], k, vals[: i1 - i0], idx[i0:i1])
+        else:  # insertion costs up to k per row entry; a stable sort keeps the same order
+            idx[i0:i1] = np.argsort(block[: i1 - i0], axis=1, kind="stable")[:, :k]
+            vals[: i1 - i0] = np.take_along_axis(block[: i1 - i0], idx[i0:i1], axis=1)
         dists[i0:i1] = vals[: i1 - i0]
     return dists, idx
 
