@@ -4,8 +4,8 @@ Read it top down:
 
 1. :func:`distances_two_loops`, :func:`distances_one_loop`, :func:`distances_no_loops` — the
    course's readable references, in plain NumPy (float64).
-2. :func:`pairwise_distances` — the same matrix, fast: chunked GEMM for L2, a compiled kernel
-   for L1 (see :mod:`pix2pred._knn_kernels`).
+2. :func:`pairwise_distances` — the same matrix, fast: compiled kernels for L1 and uint8 L2
+   (see :mod:`pix2pred._knn_kernels`), a chunked float64 GEMM for other L2.
 3. :func:`kneighbors` — the k nearest training rows of each test row, exact, in chunks of test
    rows so memory stays bounded. Neighbours are ordered by distance, equal distances by index.
 4. :class:`KNearestNeighbors` — the scikit-learn style estimator; :func:`cross_validate_k`.
@@ -14,9 +14,10 @@ Read it top down:
 there is one), chunked the same way; in float64 it is exact for uint8 pixels too, so both
 backends predict the same. Only that path imports torch.
 
-Distances are exact for uint8 pixels: L1 in integers, L2 from a float32 GEMM whose provable
-error bound decides which candidates to recompute exactly (float32 alone, with squared norms
-near 2e8, misorders close neighbours), so predictions equal scikit-learn's float64 ones.
+Distances are exact for uint8 pixels, so predictions equal scikit-learn's float64 ones: L1 in
+integers; L2 in integers too on CPUs with AVX-512 VNNI, elsewhere (and for float input) from a
+float32 GEMM whose provable error bound decides which candidates to recompute exactly (float32
+alone, with squared norms near 2e8, misorders close neighbours).
 """
 
 from __future__ import annotations
