@@ -31,7 +31,7 @@ RUNS: dict[str, tuple[list[str], float]] = {
         ["--epochs", "30", "--hidden", "1024,512,256", "--dropout", "0.2", "--augment", "flip"],
         0.56,
     ),
-    "cnn": (["--epochs", "15", "--augment", "flip,crop"], 0.75),
+    "cnn": (["--epochs", "20", "--augment", "flip,crop"], 0.75),
     "convnet": (
         ["--spec", "32,32,M,64,64,M,128,128,M|256", "--epochs", "14", "--augment", "flip,crop"],
         0.82,
