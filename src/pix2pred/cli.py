@@ -60,7 +60,7 @@ def data_info(
 ) -> None:
     """Print split sizes, image shape and the number of images per class."""
     ds = load_data(name, root, seed, val_size, image_size, n_train, n_test)
-    table = Table(title=f"{ds.name}: {len(ds.classes)} classes, images {ds.X_train.shape[1:]}")
+    table = Table(title=f"{ds.title}: {len(ds.classes)} classes, images {ds.X_train.shape[1:]}")
     table.add_column("class")
     splits = [("train", ds.y_train), ("val", ds.y_val), ("test", ds.y_test)]
     for split, _ in splits:
@@ -159,7 +159,7 @@ def train_knn(
     }
     write_config(run_dir, config)
 
-    metrics: dict = {"model": "knn", "dataset": ds.name, "metric": metric}
+    metrics: dict = {"model": "knn", "dataset": ds.title, "metric": metric}
     with console.status(f"cross-validating k over {k_values} ({folds} folds)"):
         t0 = time.perf_counter()
         cv = cross_validate_k(
@@ -180,7 +180,7 @@ def train_knn(
         cv.ks,
         cv.fold_accuracies,
         run_dir / "knn_k_sweep.png",
-        title=f"kNN ({metric}) cross-validation on {ds.name}",
+        title=f"kNN ({metric}) cross-validation on {ds.title}",
     )
 
     model = KNearestNeighbors(k=k_used, metric=metric).fit(ds.X_train, ds.y_train)
@@ -203,7 +203,7 @@ def train_knn(
     )
     write_metrics(run_dir, metrics)
     out.print(
-        f"kNN k={k_used} ({metric}) on {ds.name}: test accuracy {metrics['test_accuracy']:.2%} "
+        f"kNN k={k_used} ({metric}) on {ds.title}: test accuracy {metrics['test_accuracy']:.2%} "
         f"(cv best k={best_k}, {metrics['cv']['mean'][k_values.index(best_k)]:.2%})"
     )
     out.print(f"run folder: {run_dir}")

@@ -144,7 +144,7 @@ def train_run(
         **p, checkpoint_dir=str(run_dir / "checkpoint"), progress=True
     )
     console.print(
-        f"training {kind} ({est!r}) on {ds.name}: {len(ds.y_train)} train, "
+        f"training {kind} ({est!r}) on {ds.title}: {len(ds.y_train)} train, "
         f"{len(ds.y_val)} val, {len(ds.y_test)} test images"
     )
     t0 = time.perf_counter()
@@ -174,7 +174,7 @@ def train_run(
     history = est.history_
     metrics = {
         "model": kind,
-        "dataset": ds.name,
+        "dataset": ds.title,
         "test_accuracy": test_acc,
         "best_val_accuracy": history.get("best_val_acc"),
         "best_epoch": history.get("best_epoch"),
@@ -194,7 +194,7 @@ def train_run(
         cm,
         ds.classes,
         run_dir / "confusion_matrix.png",
-        title=f"{kind} on {ds.name}: test accuracy {test_acc:.1%}",
+        title=f"{kind} on {ds.title}: test accuracy {test_acc:.1%}",
     )
     params = est.state_dict()
     H, W, C = est.image_shape_
@@ -207,7 +207,7 @@ def train_run(
             title=f"first-layer filters of {kind}",
         )
     out.print(
-        f"{kind} on {ds.name}: test accuracy {test_acc:.2%} "
+        f"{kind} on {ds.title}: test accuracy {test_acc:.2%} "
         f"({metrics['num_params']:,} parameters, trained in {train_seconds:.1f} s)"
     )
     out.print(f"run folder: {run_dir}")
@@ -352,7 +352,7 @@ def evaluate(
     X, y = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}")
     y_pred = est.predict(X)
     cm = confusion_matrix(y, y_pred, len(ds.classes))
-    table = Table(title=f"{run} on {ds.name} ({split}): accuracy {accuracy(y, y_pred):.2%}")
+    table = Table(title=f"{run} on {ds.title} ({split}): accuracy {accuracy(y, y_pred):.2%}")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     table.add_column("images", justify="right")
@@ -360,7 +360,7 @@ def evaluate(
         table.add_row(c, f"{acc:.1%}", str(int(cm[ds.classes.index(c)].sum())))
     out.print(table)
     if out_png is not None:
-        confusion_matrix_plot(cm, ds.classes, out_png, title=f"{ds.name} {split}")
+        confusion_matrix_plot(cm, ds.classes, out_png, title=f"{ds.title} {split}")
         out.print(f"wrote {out_png}")
 
 

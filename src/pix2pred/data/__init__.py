@@ -66,6 +66,18 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def title(self) -> str:
+        """A name for figures and reports: a folder dataset goes by its folder or archive."""
+        source = self.info.get("source")
+        if self.name != "folder" or not source:
+            return {"cifar10": "CIFAR-10"}.get(self.name, self.name)
+        base = Path(str(source)).name
+        for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
+            if base.endswith(suffix):
+                return base[: -len(suffix)]
+        return base
+
     def __repr__(self) -> str:
         H, W, C = self.image_shape
         return (
