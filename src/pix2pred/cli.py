@@ -126,6 +126,8 @@ def train_knn(
     ks: Annotated[str, typer.Option(help="Values of k to cross-validate.")] = "1,3,5,8,10,12,15,20",
     metric: Annotated[str, typer.Option(help="Distance: l1 or l2.")] = "l2",
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    backend: Annotated[str, typer.Option(help="numpy or torch (cdist + topk).")] = "numpy",
+    device: Annotated[str, typer.Option(help="torch backend: auto, cpu, cuda, mps.")] = "auto",
     seed: SeedOpt = 0,
     image_size: ImageSizeOpt = None,
     n_train: NTrainOpt = None,
@@ -140,6 +142,8 @@ def train_knn(
 
     if metric not in ("l1", "l2"):
         raise ValueError(f"--metric must be l1 or l2, got {metric!r}")
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"--backend must be numpy or torch, got {backend!r}")
     k_values = parse_ints(ks, "--ks")
     run_dir = create_run_dir(out_dir or default_run_dir("knn", dataset))
     ds = load_data(dataset, root, seed, 0, image_size, n_train, n_test)
@@ -151,6 +155,8 @@ def train_knn(
         "ks": k_values,
         "metric": metric,
         "folds": folds,
+        "backend": backend,
+        "device": device,
         "seed": seed,
         "image_size": image_size,
         "n_train": len(ds.y_train),
@@ -163,7 +169,14 @@ def train_knn(
     with console.status(f"cross-validating k over {k_values} ({folds} folds)"):
         t0 = time.perf_counter()
         cv = cross_validate_k(
-            ds.X_train, ds.y_train, k_values, n_folds=folds, metric=metric, seed=seed
+            ds.X_train,
+            ds.y_train,
+            k_values,
+            n_folds=folds,
+            metric=metric,
+            seed=seed,
+            backend=backend,
+            device=device,
         )
         metrics["cv_seconds"] = time.perf_counter() - t0
     cv_mean = np.asarray(cv.mean)
@@ -183,7 +196,8 @@ def train_knn(
         title=f"kNN ({metric}) cross-validation on {ds.title}",
     )
 
-    model = KNearestNeighbors(k=k_used, metric=metric).fit(ds.X_train, ds.y_train)
+    model = KNearestNeighbors(k=k_used, metric=metric, backend=backend, device=device)
+    model.fit(ds.X_train, ds.y_train)
     with console.status(f"predicting {len(ds.y_test)} test images with k={k_used}"):
         t0 = time.perf_counter()
         y_pred = model.predict(ds.X_test)
