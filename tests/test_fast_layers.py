@@ -278,8 +278,8 @@ def norm_params(seed: int, n: int) -> list[np.ndarray]:
     seed=seeds,
 )
 def test_spatial_batchnorm_train_matches_torch_and_the_reference(shape, layout, chunk_bytes, seed):
-    if shape[0] * shape[2] * shape[3] < 2:
-        shape = (2, *shape[1:])
+    if shape[0] * shape[2] * shape[3] < 3:  # two values per channel are a degenerate case
+        shape = (3, *shape[1:])
     C = shape[1]
     with chunk_size(chunk_bytes):  # 1: one sample per chunk
         check_layer(
@@ -298,6 +298,26 @@ def test_spatial_batchnorm_train_matches_torch_and_the_reference(shape, layout, 
         L.spatial_batchnorm_backward,
         [shape, *norm_params(seed, C)],
         seed=seed,
+    )
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0])  # raw moments, then the centred fallback
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_spatial_batchnorm_both_moment_paths_match_torch(offset, layout, mode):
+    C = 5
+    rng = np.random.default_rng(4)
+    mean, var = offset + rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    bn_param = {"mode": mode, "running_mean": mean, "running_var": var}
+    x = offset + rng.standard_normal((6, C, 3, 4))
+    check_layer(
+        lambda x, g, b: FL.spatial_batchnorm_forward(in_layout(x, layout), g, b, dict(bn_param)),
+        FL.spatial_batchnorm_backward,
+        lambda x, g, b: F.batch_norm(
+            x, torch.tensor(mean), torch.tensor(var), g, b, training=mode == "train"
+        ),
+        [x, *norm_params(1, C)],
+        h=1e-4 if offset else 1e-5,
     )
 
 

@@ -23,7 +23,7 @@ How the speed is won (details in ``im2col``):
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -158,7 +158,7 @@ def conv_backward(
     network's first layer can ask for to skip a third of the work.
     """
     cols, w, x_shape, stride, pad = cache
-    N, C, H, W = x_shape
+    C = x_shape[1]
     F, _, HH, WW = w.shape
     out_hw = dout.shape[2:]
     dtype = cols.dtype
@@ -170,21 +170,7 @@ def conv_backward(
         return None, dw, db
 
     w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(F, -1), dtype=dtype)  # (F, K)
-    ph, pw = pad
-    dx = I.empty((N, H, W, C), dtype)
-    rows = out_hw[0] * out_hw[1]
-    dcols = dxp = None
-    for n0, n1 in I.chunks(N, rows, w_rows.nbytes // F):
-        n = n1 - n0
-        if dcols is None or len(dcols) != n * rows:
-            dcols = np.empty((n * rows, w_rows.shape[1]), dtype)  # (n * H_out * W_out, K)
-            dxp = np.empty((n, H + 2 * ph, W + 2 * pw, C), dtype) if ph or pw else None
-        np.matmul(dout2[n0 * rows : n1 * rows], w_rows, out=dcols)
-        target = dx[n0:n1] if dxp is None else dxp
-        target.fill(0)
-        I.col2im_add(dcols, target, (HH, WW), stride, out_hw)
-        if dxp is not None:
-            dx[n0:n1] = dxp[:, ph : ph + H, pw : pw + W]
+    dx = I.conv_dx(dout2, w_rows, x_shape, (HH, WW), stride, pad, out_hw)
     return I.nchw(dx), dw, db
 
 
@@ -229,6 +215,19 @@ def _pool_dx(
     return dx, False
 
 
+def _pool_parallel(fn: Callable[[slice], None], x: np.ndarray) -> None:
+    """Run ``fn`` on cache-sized slices of the batch, the slices shared among threads.
+
+    The window views read x with gaps; a chunk in cache serves all of them from there.
+    """
+
+    def part(a: int, b: int) -> None:
+        for c0, c1 in I.chunks(b - a, 1, x[:1].nbytes):
+            fn(slice(a + c0, a + c1))
+
+    I.parallel(part, len(x))
+
+
 def max_pool_forward(
     x: np.ndarray, pool: IntPair = 2, stride: IntPair = 2
 ) -> tuple[np.ndarray, Any]:
@@ -246,14 +245,18 @@ def max_pool_forward(
         window (in row-major order), as torch does on ties
     """
     pool, stride, out_hw = _pool_setup(x, pool, stride)
-    views = _window_offsets(x, pool, stride, out_hw)
     out = I.empty_like_layout(x, (*x.shape[:2], *out_hw))
-    if len(views) == 1:
-        np.copyto(out, views[0])
-    else:
-        np.maximum(views[0], views[1], out=out)
+
+    def chunk(s: slice) -> None:
+        views = _window_offsets(x[s], pool, stride, out_hw)
+        if len(views) == 1:
+            np.copyto(out[s], views[0])
+            return
+        np.maximum(views[0], views[1], out=out[s])
         for view in views[2:]:
-            np.maximum(out, view, out=out)
+            np.maximum(out[s], view, out=out[s])
+
+    _pool_parallel(chunk, x)
     return out, (x, out, pool, stride)
 
 
@@ -266,35 +269,38 @@ def max_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     x, out, pool, stride = cache
     out_hw = out.shape[2:]
     dx, add = _pool_dx(x, pool, stride, out_hw)
-    pairs = list(
-        zip(
-            _window_offsets(x, pool, stride, out_hw),
-            _window_offsets(dx, pool, stride, out_hw),
-            strict=True,
-        )
-    )
-    taken = None  # windows whose maximum an earlier offset already claimed
-    for x_view, dx_view in pairs:
-        hit = x_view == out
-        if taken is None:
-            taken = hit.copy()
-        else:
-            np.greater(hit, taken, out=hit)  # hit and not taken
-            taken |= hit
-        if add:
-            dx_view += np.multiply(dout, hit)
-        else:
-            np.multiply(dout, hit, out=dx_view)
-    if out.dtype.kind == "f" and np.isnan(out).any():
-        taken = None
-        for x_view, dx_view in reversed(pairs):
-            hit = np.isnan(x_view)
-            if taken is not None:
-                np.greater(hit, taken, out=hit)
-                taken |= hit
+    hit_all = I.empty_like_layout(out, out.shape, np.bool_)
+    free_all = I.empty_like_layout(out, out.shape, np.bool_)
+    nan = out.dtype.kind == "f" and bool(np.isnan(out).any())
+
+    def route(pairs: list, o: np.ndarray, d: np.ndarray, hit: np.ndarray, free: np.ndarray):
+        """Send d to the first x_view entry equal to o of each window; ``pairs`` in order."""
+        for k, (x_view, dx_view) in enumerate(pairs):
+            np.equal(x_view, o, out=hit) if o is not None else np.isnan(x_view, out=hit)
+            if k == 0:
+                np.logical_not(hit, out=free)
             else:
-                taken = hit.copy()
-            dx_view += np.multiply(dout, hit)
+                np.logical_and(hit, free, out=hit)  # the first hit of its window
+                if k < len(pairs) - 1:
+                    np.logical_xor(free, hit, out=free)
+            if add or o is None:
+                dx_view += np.multiply(d, hit, out=I.empty(d.shape, d.dtype))
+            else:
+                np.multiply(d, hit, out=dx_view)
+
+    def chunk(s: slice) -> None:
+        pairs = list(
+            zip(
+                _window_offsets(x[s], pool, stride, out_hw),
+                _window_offsets(dx[s], pool, stride, out_hw),
+                strict=True,
+            )
+        )
+        route(pairs, out[s], dout[s], hit_all[s], free_all[s])
+        if nan:
+            route(pairs[::-1], None, dout[s], hit_all[s], free_all[s])
+
+    _pool_parallel(chunk, x)
     return dx
 
 
@@ -303,12 +309,17 @@ def avg_pool_forward(
 ) -> tuple[np.ndarray, Any]:
     """Average pooling; shapes and window rules as ``max_pool_forward``."""
     pool, stride, out_hw = _pool_setup(x, pool, stride)
-    views = _window_offsets(x, pool, stride, out_hw)
     out = I.empty_like_layout(x, (*x.shape[:2], *out_hw))
-    np.copyto(out, views[0])
-    for view in views[1:]:
-        out += view
-    out *= x.dtype.type(1 / len(views))
+    inv_area = x.dtype.type(1 / (pool[0] * pool[1]))
+
+    def chunk(s: slice) -> None:
+        views = _window_offsets(x[s], pool, stride, out_hw)
+        np.copyto(out[s], views[0])
+        for view in views[1:]:
+            out[s] += view
+        out[s] *= inv_area
+
+    _pool_parallel(chunk, x)
     return out, (x, pool, stride)
 
 
@@ -318,60 +329,161 @@ def avg_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     out_hw = dout.shape[2:]
     dx, add = _pool_dx(x, pool, stride, out_hw)
     share = dout * dout.dtype.type(1 / (pool[0] * pool[1]))
-    for dx_view in _window_offsets(dx, pool, stride, out_hw):
-        if add:
-            dx_view += share
-        else:
-            np.copyto(dx_view, share)
+
+    def chunk(s: slice) -> None:
+        for dx_view in _window_offsets(dx[s], pool, stride, out_hw):
+            if add:
+                dx_view += share[s]
+            else:
+                np.copyto(dx_view, share[s])
+
+    _pool_parallel(chunk, x)
     return dx
 
 
 # ---------------------------------------------------------------- batch normalisation
 
 
-def _chunk_slices(x: np.ndarray) -> list[slice]:
-    """Slices of the batch axis, each about ``I.CHUNK_BYTES`` of x: the unit of every pass."""
-    per_item = x[:1].nbytes if len(x) else 1
-    return [slice(a, b) for a, b in I.chunks(len(x), 1, per_item)]
+class _ChannelRows:
+    """x as a C-contiguous 2-D array ``R`` (rows, L) whose channels repeat along one axis.
 
+    Batch norm needs per-channel sums and per-channel scaling; both are fastest on long
+    contiguous runs, so instead of reducing over (N, H, W) the data is seen as rows:
 
-def _bn_statistics(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and biased variance of x over ``axes``, in one pass over memory.
+    - channels-last (N, C, H, W) and (N, D) inputs: ``R`` is (N * H, W * C) or (N, D), and the
+      channel of column j is ``j % C`` (per-channel vectors are tiled along a row);
+    - other (N, C, H, W) inputs: ``R`` is (N * C, H * W) and the channel of row i is ``i % C``.
 
-    Each chunk's mean and sum of squared deviations come from the chunk while it is in cache;
-    the chunks are merged in float64 (Chan et al.), which avoids both a second pass and the
-    cancellation of ``E[x**2] - E[x]**2``.
+    Chunks of rows (whole samples in the second case) are the unit of work: each is about
+    ``im2col.CHUNK_BYTES``, so the several operations on it run in cache, and the chunks are
+    shared among threads.
     """
-    shape = [1 if i in axes else s for i, s in enumerate(x.shape)]
-    count = 0
-    mean = m2 = np.zeros(x.shape[1], dtype=np.float64)
-    tmp = None
-    for s in _chunk_slices(x):
-        xc = x[s]
-        k = xc.size // x.shape[1]
-        chunk_mean = xc.mean(axis=axes, keepdims=True)
-        if tmp is None or len(tmp) != len(xc):
-            tmp = np.empty_like(xc)
-        np.subtract(xc, chunk_mean, out=tmp)
-        np.square(tmp, out=tmp)
-        chunk_m2 = tmp.sum(axis=axes, dtype=np.float64)
-        chunk_mean = chunk_mean.reshape(-1).astype(np.float64)
-        delta = chunk_mean - mean
-        total = count + k
-        mean = mean + delta * (k / total)
-        m2 = m2 + chunk_m2 + delta**2 * (count * k / total)
-        count = total
-    return mean.reshape(shape), (m2 / count).reshape(shape)
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.shape, self.C = x.shape, x.shape[1]
+        if x.ndim == 2:
+            self.kind = "nd"
+            self.R = np.ascontiguousarray(x)
+        elif I.is_channels_last(x):
+            N, C, H, W = x.shape
+            self.kind = "nhwc"
+            self.R = x.transpose(0, 2, 3, 1).reshape(N * H, W * C)
+        else:
+            N, C, H, W = x.shape
+            self.kind = "nchw"
+            self.R = np.ascontiguousarray(x).reshape(N * C, H * W)
+        self.by_cols = self.kind != "nchw"
+        self.period = 1 if self.by_cols else self.C  # rows that make up whole samples
+        self.units = len(self.R) // self.period
+        self.count = x.size // self.C  # values per channel
+
+    def same_layout(self, a: np.ndarray) -> np.ndarray:
+        """An array of x's shape (dout) as rows like ``R``: a view when its layout matches."""
+        if self.kind == "nd":
+            return np.ascontiguousarray(a, dtype=self.R.dtype)
+        if self.kind == "nhwc":
+            return I.to_nhwc(a, dtype=self.R.dtype).reshape(self.R.shape)
+        return np.ascontiguousarray(a, dtype=self.R.dtype).reshape(self.R.shape)
+
+    def empty(self) -> tuple[np.ndarray, np.ndarray]:
+        """A workspace array shaped like ``R``, and its view of x's shape."""
+        if self.kind == "nhwc":
+            N, C, H, W = self.shape
+            out = I.empty((N, H, W, C), self.R.dtype)
+            return out.reshape(self.R.shape), I.nchw(out)
+        out = I.empty(self.shape, self.R.dtype)
+        return out.reshape(self.R.shape), out
+
+    def chunks(self, a: int, b: int) -> Iterator[slice]:
+        """Row slices of about ``CHUNK_BYTES`` covering units (whole samples) a to b."""
+        unit_bytes = self.period * self.R.shape[1] * self.R.itemsize
+        for u0, u1 in I.chunks(b - a, 1, unit_bytes):
+            yield slice((a + u0) * self.period, (a + u1) * self.period)
+
+    def tile(self, v: np.ndarray, rows: slice) -> np.ndarray:
+        """Per-channel ``v`` (C,) repeated to broadcast against ``R[rows]`` (a small array)."""
+        if self.by_cols:
+            return np.tile(v, self.R.shape[1] // self.C)  # (L,)
+        return np.tile(v, (rows.stop - rows.start) // self.C)[:, None]  # (rows, 1)
+
+    def sums(self, a: np.ndarray) -> np.ndarray:
+        """Per-channel sums (C,) in float64 of a chunk shaped like ``R[rows]``."""
+        if self.by_cols:
+            # A BLAS matrix-vector product sums columns far faster than a NumPy reduction.
+            col = np.ones(len(a), a.dtype) @ a  # (L,)
+            return col.reshape(-1, self.C).sum(axis=0, dtype=np.float64)
+        return a.sum(axis=1).reshape(-1, self.C).sum(axis=0, dtype=np.float64)
+
+
+# Raw moments (sums of x and x**2, of dout and dout * x) need one elementwise operation fewer
+# per pass than centred ones, but lose digits to cancellation when a channel's mean is large
+# against its standard deviation; above this ratio of mean**2 to variance the centred
+# formulas are used. Up to it, float32 keeps about 5 significant digits of the variance.
+_RAW_MOMENTS_MAX_RATIO = 9.0
+
+
+def _raw_moments_ok(mean: np.ndarray, var: np.ndarray) -> bool:
+    return bool(np.all(mean**2 <= _RAW_MOMENTS_MAX_RATIO * var))
+
+
+def _bn_statistics(rows: _ChannelRows) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Mean and biased variance (C,) in float64, and whether raw moments were accurate.
+
+    The first pass sums x and x**2 per chunk (float32 within a chunk, float64 across). When a
+    channel's mean dwarfs its spread, a second pass recomputes each chunk's mean and sum of
+    squared deviations while the chunk is in cache and merges them (Chan et al.), which
+    avoids the cancellation of ``E[x**2] - E[x]**2``.
+    """
+    R, C = rows.R, rows.C
+
+    def raw(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        s1, s2 = np.zeros(C), np.zeros(C)
+        for s in rows.chunks(a, b):
+            tmp = I.empty(R[s].shape, R.dtype)
+            np.square(R[s], out=tmp)
+            s1 += rows.sums(R[s])
+            s2 += rows.sums(tmp)
+        return s1, s2
+
+    parts = I.parallel(raw, rows.units)
+    mean = sum(p[0] for p in parts) / rows.count
+    var = np.maximum(sum(p[1] for p in parts) / rows.count - mean**2, 0)
+    if _raw_moments_ok(mean, var):
+        return mean, var, True
+
+    def centred(a: int, b: int) -> tuple[float, np.ndarray, np.ndarray]:
+        count, mean, m2 = 0.0, np.zeros(C), np.zeros(C)
+        for s in rows.chunks(a, b):
+            xc = R[s]
+            k = xc.size / C
+            chunk_mean = rows.sums(xc) / k
+            tmp = I.empty(xc.shape, xc.dtype)
+            np.subtract(xc, rows.tile(chunk_mean.astype(xc.dtype), s), out=tmp)
+            np.square(tmp, out=tmp)
+            count, mean, m2 = _merge((count, mean, m2), (k, chunk_mean, rows.sums(tmp)))
+        return count, mean, m2
+
+    total = (0.0, np.zeros(C), np.zeros(C))
+    for stats in I.parallel(centred, rows.units):
+        total = _merge(total, stats)
+    count, mean, m2 = total
+    return mean, m2 / count, False
+
+
+def _merge(a: tuple, b: tuple) -> tuple[float, np.ndarray, np.ndarray]:
+    """Combine (count, mean, sum of squared deviations) of two disjoint sets (Chan et al.)."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    if n == 0:
+        return a
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
 
 
 def _bn_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    bn_param: MutableMapping[str, Any],
-    axes: tuple[int, ...],
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: MutableMapping[str, Any]
 ) -> tuple[np.ndarray, Any]:
-    """Batch norm of x over ``axes`` (all but axis 1), per entry of axis 1; see the callers."""
+    """Batch norm of x (N, D) or (N, C, H, W) per entry of axis 1; see the callers."""
     mode = _mode(bn_param, "bn_param")
     D = x.shape[1]
     _check_shape(gamma, (D,), "gamma")
@@ -389,72 +501,93 @@ def _bn_forward(
     _check_shape(running_mean, (D,), "bn_param['running_mean']")
     _check_shape(running_var, (D,), "bn_param['running_var']")
     dtype = np.result_type(x, gamma, beta)
-    shape = [1 if i in axes else s for i, s in enumerate(x.shape)]  # broadcasts along axis 1
+    rows = _ChannelRows(x.astype(dtype, copy=False))
 
     if mode == "train":
-        count = x.size // D
-        if count < 2:
+        if rows.count < 2:
             raise ValueError(f"batch norm in train mode needs more than 1 sample, got x {x.shape}")
-        mean, var = _bn_statistics(x, axes)
-        bn_param["running_mean"] = ((1 - momentum) * running_mean + momentum * mean.ravel()).astype(
-            dtype
-        )
-        bn_param["running_var"] = (
-            (1 - momentum) * running_var + momentum * var.ravel() * (count / (count - 1))
-        ).astype(dtype)
+        mean, var, raw = _bn_statistics(rows)
+        unbiased = var * (rows.count / (rows.count - 1))
+        bn_param["running_mean"] = ((1 - momentum) * running_mean + momentum * mean).astype(dtype)
+        bn_param["running_var"] = ((1 - momentum) * running_var + momentum * unbiased).astype(dtype)
     else:
-        mean = np.asarray(running_mean, dtype=np.float64).reshape(shape)
-        var = np.asarray(running_var, dtype=np.float64).reshape(shape)
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+        raw = _raw_moments_ok(mean, var)
     inv_std = 1 / np.sqrt(var + eps)
-    scale = (gamma.reshape(shape) * inv_std).astype(dtype)
-    shift = (beta.reshape(shape) - mean * scale).astype(dtype)
-    out = I.empty_like_layout(x, x.shape) if x.ndim == 4 else I.empty(x.shape, dtype)
-    for s in _chunk_slices(x):
-        np.multiply(x[s], scale, out=out[s])
-        out[s] += shift
-    cache = (mode, x, mean.astype(dtype), inv_std.astype(dtype), gamma.reshape(shape), axes)
-    return out, cache
+    scale = (gamma * inv_std).astype(dtype)
+    shift = (beta - mean * gamma * inv_std).astype(dtype)
+    out_rows, out = rows.empty()
+
+    def write(a: int, b: int) -> None:
+        for s in rows.chunks(a, b):
+            np.multiply(rows.R[s], rows.tile(scale, s), out=out_rows[s])
+            out_rows[s] += rows.tile(shift, s)
+
+    I.parallel(write, rows.units)
+    return out, (mode, rows, mean, inv_std, np.asarray(gamma, dtype=np.float64), raw)
 
 
 def _bn_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``_bn_forward``: two passes over chunks of (x, dout), none over xhat.
 
     With ``xhat = (x - mean) * inv_std`` and m values per channel, train mode gives
-    ``dx = gamma * inv_std / m * (m * dout - sum(dout) - xhat * sum(dout * xhat))``.
+    ``dx = gamma * inv_std / m * (m * dout - sum(dout) - xhat * sum(dout * xhat))``, which is
+    ``a * dout + b * (x - mean) + c`` with per-channel a, b, c.
     """
-    mode, x, mean, inv_std, gamma, axes = cache
-    dtype = x.dtype
-    dgamma = np.zeros(x.shape[1])
-    dbeta = np.zeros(x.shape[1])
-    tmp = None
-    slices = _chunk_slices(x)
-    for s in slices:
-        xc, dc = x[s], dout[s]
-        if tmp is None or len(tmp) != len(xc):
-            tmp = np.empty_like(xc)
-        np.subtract(xc, mean, out=tmp)
-        tmp *= inv_std  # xhat
-        tmp *= dc
-        dgamma += tmp.sum(axis=axes, dtype=np.float64)
-        dbeta += dc.sum(axis=axes, dtype=np.float64)
-    shape = mean.shape
-    a = (gamma * inv_std).astype(dtype)  # d out / d x with the statistics held fixed
-    dx = I.empty_like_layout(x, x.shape) if x.ndim == 4 else I.empty(x.shape, dtype)
+    mode, rows, mean, inv_std, gamma, raw = cache
+    R, dtype = rows.R, rows.R.dtype
+    D = rows.same_layout(dout)
+    mean_t, inv_std_t = mean.astype(dtype), inv_std.astype(dtype)
+
+    def sums(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel sums of dout and of dout * x (raw) or dout * xhat (centred)."""
+        s_dx, s_d = np.zeros(rows.C), np.zeros(rows.C)
+        for s in rows.chunks(lo, hi):
+            tmp = I.empty(R[s].shape, dtype)
+            if raw:
+                np.multiply(R[s], D[s], out=tmp)
+            else:
+                np.subtract(R[s], rows.tile(mean_t, s), out=tmp)
+                tmp *= rows.tile(inv_std_t, s)
+                tmp *= D[s]
+            s_dx += rows.sums(tmp)
+            s_d += rows.sums(D[s])
+        return s_dx, s_d
+
+    parts = I.parallel(sums, rows.units)
+    s_dx, dbeta = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    dgamma = inv_std * (s_dx - mean * dbeta) if raw else s_dx
+    a = gamma * inv_std  # d out / d x with the statistics held fixed
+    a_t = a.astype(dtype)
+    dx_rows, dx = rows.empty()
     if mode == "train":
-        m = x.size // x.shape[1]
-        # dx = a * dout - a / m * dbeta - a * inv_std / m * dgamma * (x - mean)
-        b = (-a * inv_std * dgamma.reshape(shape) / m).astype(dtype)
-        c = (-a * dbeta.reshape(shape) / m).astype(dtype)
-        for s in slices:
-            np.subtract(x[s], mean, out=tmp[: s.stop - s.start])
-            t = tmp[: s.stop - s.start]
-            t *= b
-            t += c
-            np.multiply(dout[s], a, out=dx[s])
-            dx[s] += t
+        m = rows.count
+        b = -a * inv_std * dgamma / m
+        c = -a * dbeta / m
+        b_t = b.astype(dtype)
+        # Raw: b * x + (c - b * mean), one subtraction fewer.
+        c_t = (c - b * mean if raw else c).astype(dtype)
+
+        def write(lo: int, hi: int) -> None:
+            for s in rows.chunks(lo, hi):
+                tmp = I.empty(R[s].shape, dtype)
+                if raw:
+                    np.multiply(R[s], rows.tile(b_t, s), out=tmp)
+                else:
+                    np.subtract(R[s], rows.tile(mean_t, s), out=tmp)
+                    tmp *= rows.tile(b_t, s)
+                tmp += rows.tile(c_t, s)
+                np.multiply(D[s], rows.tile(a_t, s), out=dx_rows[s])
+                dx_rows[s] += tmp
+
     else:
-        for s in slices:
-            np.multiply(dout[s], a, out=dx[s])
+
+        def write(lo: int, hi: int) -> None:
+            for s in rows.chunks(lo, hi):
+                np.multiply(D[s], rows.tile(a_t, s), out=dx_rows[s])
+
+    I.parallel(write, rows.units)
     return dx, dgamma.astype(dtype), dbeta.astype(dtype)
 
 
@@ -481,7 +614,7 @@ def batchnorm_forward(
     cache : for ``batchnorm_backward``
     """
     _check_ndim(x, 2, "x", "(N, D)")
-    return _bn_forward(x, gamma, beta, bn_param, (0,))
+    return _bn_forward(x, gamma, beta, bn_param)
 
 
 def batchnorm_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -507,7 +640,7 @@ def spatial_batchnorm_forward(
     cache : for ``spatial_batchnorm_backward``
     """
     _check_ndim(x, 4, "x", "(N, C, H, W)")
-    return _bn_forward(x, gamma, beta, bn_param, (0, 2, 3))
+    return _bn_forward(x, gamma, beta, bn_param)
 
 
 def spatial_batchnorm_backward(

@@ -19,10 +19,14 @@ Three ideas make the NumPy convolution fast, and each lives here:
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -34,6 +38,9 @@ DEFAULT_WORKSPACE_BYTES = 1 << 30
 #: small enough to stay in the L2 cache between the GEMM that writes it and the adds that
 #: read it, large enough for an efficient GEMM.
 CHUNK_BYTES = 1 << 20
+
+
+T = TypeVar("T")
 
 
 def _refcount(bufs: list[np.ndarray], i: int) -> int:
@@ -111,6 +118,56 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     return WORKSPACE.empty(shape, dtype)
 
 
+# ---------------------------------------------------------------- threads
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_threads = _default_threads()
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for the memory-bound loops (copies, adds, norms); BLAS has its own."""
+    global _threads, _executor
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
+    with _executor_lock:
+        _threads = n
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+            _executor = None
+
+
+def get_num_threads() -> int:
+    """Threads the memory-bound loops use (the number of usable cores unless set)."""
+    return _threads
+
+
+def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
+    """``[fn(start, stop), ...]`` over contiguous parts of ``range(n)``, run at the same time.
+
+    NumPy releases the GIL inside its loops, so memory-bound work split over the batch axis
+    runs on every core; the calling thread does the first part itself.
+    """
+    global _executor
+    parts = min(_threads, n)
+    if parts <= 1:
+        return [fn(0, n)]
+    bounds = [n * i // parts for i in range(parts + 1)]
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(_threads - 1, thread_name_prefix="pix2pred")
+        futures = [_executor.submit(fn, a, b) for a, b in itertools.pairwise(bounds[1:])]
+    return [fn(bounds[0], bounds[1]), *(f.result() for f in futures)]
+
+
 # ---------------------------------------------------------------- layouts
 
 
@@ -146,12 +203,15 @@ def to_nhwc(x: np.ndarray, pad: tuple[int, int] = (0, 0), dtype: np.dtype | None
     return xp
 
 
-def empty_like_layout(x: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+def empty_like_layout(
+    x: np.ndarray, shape: tuple[int, int, int, int], dtype: np.dtype | type | None = None
+) -> np.ndarray:
     """A workspace array of NCHW ``shape`` with x's memory order (channels-last or not)."""
     N, C, H, W = shape
+    dtype = x.dtype if dtype is None else dtype
     if is_channels_last(x) and not x.flags.c_contiguous:
-        return nchw(empty((N, H, W, C), x.dtype))
-    return empty(shape, x.dtype)
+        return nchw(empty((N, H, W, C), dtype))
+    return empty(shape, dtype)
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -210,7 +270,12 @@ def im2col(
             cols.itemsize,
         ),
     )
-    np.copyto(dst, window_view(xp, kernel, stride, out_hw))
+    src = window_view(xp, kernel, stride, out_hw)
+
+    def copy(a: int, b: int) -> None:
+        np.copyto(dst[a:b], src[a:b])
+
+    parallel(copy, N)
     cols[:, K] = 1
     return cols
 
@@ -262,3 +327,58 @@ def chunks(n: int, rows_per_item: int, row_bytes: int) -> Iterator[tuple[int, in
     step = max(1, CHUNK_BYTES // max(1, rows_per_item * row_bytes))
     for start in range(0, n, step):
         yield start, min(n, start + step)
+
+
+DX_MODE = "gemm_then_parallel"
+
+
+def conv_dx(
+    dout2: np.ndarray,
+    w_rows: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> np.ndarray:
+    """dx (N, H, W, C) of a convolution from ``dout2`` (N * H_out * W_out, F), w_rows (F, K)."""
+    N, C, H, W = x_shape
+    ph, pw = pad
+    dtype = dout2.dtype
+    dx = empty((N, H, W, C), dtype)
+    rows = out_hw[0] * out_hw[1]
+    K = w_rows.shape[1]
+    if DX_MODE == "gemm_then_parallel":
+        dcols_all = empty((N * rows, K), dtype)
+        np.matmul(dout2, w_rows, out=dcols_all)
+    else:
+        dcols_all = None
+
+    def part(a: int, b: int) -> None:
+        dcols = dxp = None
+        for n0, n1 in chunks(b - a, rows, K * dout2.itemsize):
+            n0, n1 = n0 + a, n1 + a
+            n = n1 - n0
+            if dcols_all is not None:
+                block = dcols_all[n0 * rows : n1 * rows]
+            else:
+                if dcols is None or len(dcols) != n * rows:
+                    dcols = empty((n * rows, K), dtype)
+                np.matmul(dout2[n0 * rows : n1 * rows], w_rows, out=dcols)
+                block = dcols
+            if ph or pw:
+                if dxp is None or len(dxp) != n:
+                    dxp = empty((n, H + 2 * ph, W + 2 * pw, C), dtype)
+                target = dxp
+            else:
+                target = dx[n0:n1]
+            target.fill(0)
+            col2im_add(block, target, kernel, stride, out_hw)
+            if ph or pw:
+                dx[n0:n1] = dxp[:, ph : ph + H, pw : pw + W]
+
+    if DX_MODE == "sequential":
+        part(0, N)
+    else:
+        parallel(part, N)
+    return dx
