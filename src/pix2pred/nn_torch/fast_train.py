@@ -338,6 +338,19 @@ class _Augmenter:
         return x.permute(0, 3, 1, 2).to(dtype)  # (b, C, H, W), channels-last strides
 
 
+def _channel_stats(X: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std ``(C,)`` of uint8 images ``(N, H, W, C)``, in float64 chunks."""
+    total = np.zeros(X.shape[-1])
+    squares = np.zeros(X.shape[-1])
+    for i in range(0, len(X), chunk):
+        part = X[i : i + chunk].reshape(-1, X.shape[-1]).astype(np.float64)
+        total += part.sum(0)
+        squares += np.square(part).sum(0)
+    count = X[..., 0].size
+    mean = total / count
+    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
 def _images(X: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """uint8 ``(N, H, W, C)`` → pixels ``(N, C, H, W)`` in NHWC memory on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(X)).to(device).permute(0, 3, 1, 2).to(dtype)
@@ -525,10 +538,11 @@ def train_fast(
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     if isinstance(model, FastResNet):
-        pix = X.reshape(-1, X.shape[-1]).astype(np.float64)
-        model.set_input_stats(pix.mean(0), pix.std(0).clip(1e-3))
-        del pix
-        model.init_whitening(_images(X[:WHITENING_IMAGES], torch.device("cpu"), torch.float32))
+        mean, std = _channel_stats(X)
+        model.set_input_stats(mean, np.maximum(std, 1e-3))
+        rng = np.random.default_rng(cfg.seed)
+        some = np.sort(rng.choice(N, size=min(N, WHITENING_IMAGES), replace=False))
+        model.init_whitening(_images(X[some], torch.device("cpu"), torch.float32))
         model.whiten.bias.requires_grad_(cfg.whiten_bias_until > 0)
     model.to(dev)
     if cfg.channels_last:
