@@ -416,3 +416,20 @@ def test_torch_cross_validation_equals_numpy():
     want = cross_validate_k(X, y, [1, 3, 5], n_folds=3, metric="l1", seed=2)
     got = cross_validate_k(X, y, [1, 3, 5], n_folds=3, metric="l1", seed=2, backend="torch")
     np.testing.assert_array_equal(got.fold_accuracies, want.fold_accuracies)
+
+
+def test_save_and_load_reproduce_predictions_and_refuse_other_files(tmp_path):
+    from pix2pred.knn import KNearestNeighbors
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(60, 4, 4, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, size=60) * 7
+    knn = KNearestNeighbors(k=3, metric="l1").fit(X, y)
+    knn.save(tmp_path / "knn")
+    loaded = KNearestNeighbors.load(tmp_path / "knn")
+    assert loaded.get_params() == knn.get_params()
+    X_new = rng.integers(0, 256, size=(20, 4, 4, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded.predict(X_new), knn.predict(X_new))
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match="not a pix2pred model"):
+        KNearestNeighbors.load(tmp_path / "other")

@@ -44,7 +44,7 @@ class NotFittedError(RuntimeError):
     """An estimator was used before ``fit``."""
 
 
-def _files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def model_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """``(weights .safetensors, metadata .json)`` for a model path with or without a suffix."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (WEIGHTS_SUFFIX, ".json") else path
@@ -303,7 +303,7 @@ class NeuralClassifier:
         preprocessing's arrays ``pre/<name>``; the backend that trained them does not matter.
         """
         self._check_fitted()
-        weights, meta = _files(path)
+        weights, meta = model_files(path)
         state = self.state_dict()
         params = set(self._model_params())
         arrays = {f"param/{k}" if k in params else f"buffer/{k}": v for k, v in state.items()}
@@ -353,7 +353,7 @@ class NeuralClassifier:
         """
         from pix2pred.data.preprocess import preprocessor_from_state
 
-        weights, meta_path = _files(path)
+        weights, meta_path = model_files(path)
         meta = read_json(meta_path)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: not a pix2pred model file")

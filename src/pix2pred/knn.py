@@ -23,14 +23,18 @@ alone, with squared norms near 2e8, misorders close neighbours).
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pix2pred import _knn_kernels as kernels
+from pix2pred.checkpoint import load_safetensors, read_json, save_safetensors, write_json
+from pix2pred.estimators import FORMAT, FORMAT_VERSION, NotFittedError, model_files
 
 METRICS = ("l1", "l2")
 BACKENDS = ("numpy", "torch")
@@ -512,7 +516,39 @@ class KNearestNeighbors:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "X_"):
-            raise RuntimeError("this KNearestNeighbors is not fitted yet; call fit(X, y) first")
+            raise NotFittedError("this KNearestNeighbors is not fitted yet; call fit(X, y) first")
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``path.safetensors`` (the training set) and ``path.json``; return the JSON path."""
+        self._check_fitted()
+        weights, meta = model_files(path)
+        save_safetensors(weights, {"X": self.X_, "y": self.y_})
+        write_json(
+            meta,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "estimator": "KNearestNeighbors",
+                "params": self.get_params(),
+                "classes": self.classes_.tolist(),
+            },
+        )
+        return meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> KNearestNeighbors:
+        """Rebuild a saved kNN; refuses files that are not a pix2pred kNN."""
+        weights, meta_path = model_files(path)
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: not a pix2pred model file")
+        if meta.get("estimator") != "KNearestNeighbors":
+            raise ValueError(
+                f"{meta_path}: holds a {meta.get('estimator')}, not a KNearestNeighbors; "
+                f"use pix2pred.{meta.get('estimator')}.load"
+            )
+        arrays = load_safetensors(weights)
+        return cls(**meta["params"]).fit(arrays["X"], arrays["y"])
 
     def kneighbors(
         self, X: np.ndarray, n_neighbors: int | None = None
