@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--widths", default="64,256,256")
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--translate", type=int, default=2)
+    parser.add_argument("--cutout", type=int, default=0)
     parser.add_argument("--ema", type=float, default=None)
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--device", default="auto")
@@ -65,6 +66,7 @@ def main() -> None:
         lr=args.lr,
         head_lr=args.head_lr,
         translate=args.translate,
+        cutout=args.cutout,
         ema=args.ema,
         amp=args.amp,
         time_budget=None if args.budget_minutes is None else 60.0 * args.budget_minutes,

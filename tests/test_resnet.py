@@ -216,7 +216,7 @@ def test_config_validation_names_the_field_and_value():
 def test_augmenter_crops_translate_and_alternating_flips_cover_both_ways():
     X, _ = blobs(n=40, size=10)
     cfg = FT.FastTrainConfig(translate=2, flip="alternating", seed=5)
-    aug = FT._Augmenter(X, cfg, torch.device("cpu"))
+    aug = FT._Augmenter(X, cfg, torch.device("cpu"), fill=np.zeros(3))
     idx = torch.arange(40)
     aug.start_epoch(0)
     x0, flips0, shifts0 = aug.batch(idx, torch.float32), aug.flips.clone(), aug.shifts.clone()
@@ -232,6 +232,21 @@ def test_augmenter_crops_translate_and_alternating_flips_cover_both_ways():
         np.testing.assert_array_equal(x0[i].permute(1, 2, 0).numpy(), crop)
     aug.start_epoch(0)
     assert torch.equal(aug.batch(idx, torch.float32), x0)  # (seed, epoch) decides everything
+
+
+def test_cutout_paints_one_square_per_image_in_the_fill_colour():
+    X, _ = blobs(n=30, size=10)
+    cfg = FT.FastTrainConfig(translate=0, flip="none", cutout=4, seed=2)
+    aug = FT._Augmenter(X, cfg, torch.device("cpu"), fill=np.array([1.2, 2.6, 255.0]))
+    aug.start_epoch(3)
+    x = aug.batch(torch.arange(30), torch.float32).permute(0, 2, 3, 1).numpy()  # (30, 10, 10, 3)
+    for i in range(30):
+        cy, cx = aug.corners[i].tolist()
+        expect = X[i].astype(np.float32)
+        expect[cy : cy + 4, cx : cx + 4] = [1, 3, 255]
+        np.testing.assert_array_equal(x[i], expect)
+    with pytest.raises(ValueError, match="cutout=11 is larger than the 10x10 images"):
+        FT._Augmenter(X, FT.FastTrainConfig(cutout=11), torch.device("cpu"), fill=np.zeros(3))
 
 
 def test_predict_tta_levels_are_the_documented_averages():
@@ -374,3 +389,11 @@ def test_cli_train_resnet_writes_a_run_folder(tmp_path):
     assert meta["image_shape"] == [12, 12, 3] and len(meta["classes"]) == 10
     bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "x"), "--widths", "8,16"])
     assert bad.exit_code != 0 and "--widths must be three positive integers" in str(bad.exception)
+
+
+def test_channel_stats_match_numpy_over_chunks():
+    X, _ = blobs(n=50, size=6)
+    mean, std = FT._channel_stats(X, chunk=7)
+    pix = X.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, pix.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, pix.std(0), rtol=1e-9)

@@ -63,6 +63,9 @@ def train_resnet(
     widths: Annotated[str, typer.Option(help="Channels of the three conv groups.")] = "64,256,256",
     depth: Annotated[int, typer.Option(min=1, help="Convs per group (>= 3 adds skips).")] = 2,
     translate: Annotated[int, typer.Option(min=0, help="Random translation in pixels.")] = 2,
+    cutout: Annotated[
+        int, typer.Option(min=0, help="Side of a random square painted in the mean colour.")
+    ] = 0,
     flip: Annotated[str, typer.Option(help="alternating, random or none.")] = "alternating",
     tta: Annotated[
         int,
@@ -110,6 +113,7 @@ def train_resnet(
         label_smoothing=label_smoothing,
         warmup=warmup,
         translate=translate,
+        cutout=cutout,
         flip=flip,
         ema=ema,
         amp=amp,

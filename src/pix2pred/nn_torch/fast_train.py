@@ -89,6 +89,8 @@ class FastTrainConfig:
     warmup : fraction of training over which learning rates rise linearly from 0
     whiten_bias_until : fraction of training after which the whitening bias is frozen
     translate : largest random translation in pixels (0: none)
+    cutout : side of a random square of each training image painted in the mean colour, after
+        translation and flip (0: none)
     flip : "alternating", "random" or "none"
     ema : decay of the weights' moving average at the end of training, or None for none
     amp : "auto", "bf16" or "none"
@@ -112,6 +114,7 @@ class FastTrainConfig:
     warmup: float = 0.0
     whiten_bias_until: float = 0.375
     translate: int = 2
+    cutout: int = 0
     flip: str = "alternating"
     ema: float | None = None
     amp: str = "auto"
@@ -145,6 +148,7 @@ class FastTrainConfig:
             "in [0, 1]",
         )
         need(integer(self.translate) and self.translate >= 0, "translate", "an integer >= 0")
+        need(integer(self.cutout) and self.cutout >= 0, "cutout", "an integer >= 0")
         need(self.flip in FLIP_MODES, "flip", f"one of {', '.join(FLIP_MODES)}")
         need(self.ema is None or (real(self.ema) and 0 < self.ema < 1), "ema", "None or in (0, 1)")
         need(self.amp in AMP_MODES, "amp", f"one of {', '.join(AMP_MODES)}")
@@ -305,11 +309,16 @@ def _check_data(X: Any, y: Any, name: str = "X") -> tuple[np.ndarray, np.ndarray
 class _Augmenter:
     """Reflect-padded images on the device; per-epoch crops and flips from ``(seed, epoch)``."""
 
-    def __init__(self, X: np.ndarray, cfg: FastTrainConfig, device: torch.device) -> None:
+    def __init__(
+        self, X: np.ndarray, cfg: FastTrainConfig, device: torch.device, fill: np.ndarray
+    ) -> None:
         N, H, W, _ = X.shape
         t = cfg.translate
         if t >= min(H, W):
             raise ValueError(f"translate={t} needs images larger than {t}x{t}, got {H}x{W}")
+        if cfg.cutout > min(H, W):
+            raise ValueError(f"cutout={cfg.cutout} is larger than the {H}x{W} images")
+        self.fill = torch.from_numpy(np.rint(fill).astype(np.uint8)).to(device)  # (C,)
         x = torch.from_numpy(X)
         self.padded = x[:, _reflect_index(H, t)][:, :, _reflect_index(W, t)].to(device)
         self.N, self.H, self.W, self.t = N, H, W, t
@@ -327,6 +336,15 @@ class _Augmenter:
         else:
             flips = torch.zeros(self.N, dtype=torch.bool)
         self.shifts, self.flips = shifts.to(self.device), flips.to(self.device)
+        k = self.cfg.cutout
+        corners = torch.stack(
+            [
+                torch.randint(0, self.H - k + 1, (self.N,), generator=g),
+                torch.randint(0, self.W - k + 1, (self.N,), generator=g),
+            ],
+            1,
+        )
+        self.corners = corners.to(self.device)  # (N, 2): top-left of each cutout square
 
     def batch(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Augmented pixels of images ``idx`` as ``(b, C, H, W)`` in NHWC memory."""
@@ -335,6 +353,12 @@ class _Augmenter:
         cols = self.shifts[idx, 1, None] + torch.arange(self.W, device=self.device)  # (b, W)
         cols = torch.where(self.flips[idx, None], cols.flip(1), cols)
         x = self.padded[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (b, H, W, C)
+        k = self.cfg.cutout
+        if k:
+            dy = torch.arange(self.H, device=self.device) - self.corners[idx, 0, None]  # (b, H)
+            dx = torch.arange(self.W, device=self.device) - self.corners[idx, 1, None]  # (b, W)
+            inside = ((dy >= 0) & (dy < k))[:, :, None] & ((dx >= 0) & (dx < k))[:, None, :]
+            x = torch.where(inside[..., None], self.fill, x)
         return x.permute(0, 3, 1, 2).to(dtype)  # (b, C, H, W), channels-last strides
 
 
@@ -537,8 +561,8 @@ def train_fast(
     steps_per_epoch = len(sampler)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
+    mean, std = _channel_stats(X)
     if isinstance(model, FastResNet):
-        mean, std = _channel_stats(X)
         model.set_input_stats(mean, np.maximum(std, 1e-3))
         rng = np.random.default_rng(cfg.seed)
         some = np.sort(rng.choice(N, size=min(N, WHITENING_IMAGES), replace=False))
@@ -553,7 +577,7 @@ def train_fast(
     net = D.wrap_model(model, dev, cfg.sync_bn)
     opt = _param_groups(model, cfg, batch)
     ema_model = copy.deepcopy(model) if cfg.ema else None
-    aug = _Augmenter(X, cfg, dev)
+    aug = _Augmenter(X, cfg, dev, fill=mean)
     labels = torch.from_numpy(y).to(dev)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and rank == 0:
