@@ -78,6 +78,9 @@ def train_resnet(
         float | None, typer.Option(help="Stop training after this many minutes (schedule follows).")
     ] = None,
     amp: Annotated[str, typer.Option(help="auto (bf16 where native), bf16 or none.")] = "auto",
+    sync_bn: Annotated[
+        bool, typer.Option(help="Under torchrun on GPUs: batch norm over the global batch.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     checkpoint: Annotated[
         bool, typer.Option(help="Write the weights after every epoch to checkpoint/.")
@@ -117,6 +120,7 @@ def train_resnet(
         flip=flip,
         ema=ema,
         amp=amp,
+        sync_bn=sync_bn,
         time_budget=None if time_budget is None else time_budget * 60.0,
         seed=seed,
     )
