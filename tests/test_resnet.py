@@ -219,7 +219,11 @@ def test_augmenter_crops_translate_and_alternating_flips_cover_both_ways():
     aug = FT._Augmenter(X, cfg, torch.device("cpu"), fill=np.zeros(3))
     idx = torch.arange(40)
     aug.start_epoch(0)
-    x0, flips0, shifts0 = aug.batch(idx, torch.float32), aug.flips.clone(), aug.shifts.clone()
+    x0, flips0, shifts0 = (
+        aug.batch(idx, torch.float32),
+        aug.flips.clone(),
+        aug.shifts.clone(),
+    )
     aug.start_epoch(1)
     assert torch.equal(aug.flips, ~flips0)  # every image flipped the other way next epoch
     assert x0.shape == (40, 3, 10, 10) and x0.is_contiguous(memory_format=torch.channels_last)
@@ -311,6 +315,47 @@ def test_train_fast_learns_and_is_reproducible(tmp_path):
         assert torch.equal(ckpt(x), m1.eval()(x))
 
 
+def test_resume_after_an_interruption_ends_where_the_uninterrupted_run_ends(tmp_path):
+    X, y = blobs(n=96, size=12)
+    cfg = FT.FastTrainConfig(epochs=3, batch_size=32, ema=0.5, seed=1)
+    whole = FastResNet(num_classes=3, widths=TINY, seed=0)
+    r_whole = FT.train_fast(whole, X, y, cfg, device="cpu", checkpoint_dir=tmp_path / "a")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    part = FastResNet(num_classes=3, widths=TINY, seed=0)
+    with pytest.raises(Interrupt):
+        FT.train_fast(
+            part,
+            X,
+            y,
+            cfg,
+            device="cpu",
+            checkpoint_dir=tmp_path / "b",
+            progress=stop_after_two,
+        )
+    fresh = FastResNet(num_classes=3, widths=TINY, seed=7)  # its own weights are replaced
+    r_rest = FT.train_fast(
+        fresh, X, y, cfg, device="cpu", checkpoint_dir=tmp_path / "b", resume=True
+    )
+    assert r_rest.steps == r_whole.steps == 9
+    assert r_rest.history["loss"] == r_whole.history["loss"]
+    for name, value in whole.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    other = FT.FastTrainConfig(epochs=4, batch_size=32, ema=0.5, seed=1)
+    with pytest.raises(ValueError, match="saved with other settings \\(epochs: 3 -> 4\\)"):
+        FT.train_fast(fresh, X, y, other, device="cpu", checkpoint_dir=tmp_path / "b", resume=True)
+    with pytest.raises(FileNotFoundError, match="no training state to resume from"):
+        FT.train_fast(fresh, X, y, cfg, device="cpu", checkpoint_dir=tmp_path / "c", resume=True)
+    with pytest.raises(ValueError, match="resume=True needs the checkpoint_dir"):
+        FT.train_fast(fresh, X, y, cfg, device="cpu", resume=True)
+
+
 def test_train_fast_time_budget_ema_and_small_data_note():
     X, y = blobs(n=40, size=12)
     cfg = FT.FastTrainConfig(epochs=1000, batch_size=64, time_budget=1.5, ema=0.9, amp="none")
@@ -397,3 +442,25 @@ def test_channel_stats_match_numpy_over_chunks():
     pix = X.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(mean, pix.mean(0), rtol=1e-12)
     np.testing.assert_allclose(std, pix.std(0), rtol=1e-9)
+
+
+def test_cli_resume_reads_the_run_config_and_state(tmp_path):
+    app = typer.Typer()
+    train_app = typer.Typer()
+    app.add_typer(train_app, name="train")
+    register(train_app)
+    out = tmp_path / "run"
+    args = ["train", "resnet", "-d", "synthetic", "--n-train", "60", "--n-test", "30",
+            "--image-size", "12", "--epochs", "1", "--batch-size", "30", "--widths", "4,8,8",
+            "--tta", "0", "--out", str(out)]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").unlink()
+    again = CliRunner().invoke(app, ["train", "resnet", "--resume", str(out)])
+    assert again.exit_code == 0, again.output
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["test_accuracy"] == before["test_accuracy"]
+    assert after["history"]["loss"] == before["history"]["loss"]
+    missing = CliRunner().invoke(app, ["train", "resnet", "--epochs", "1"])
+    assert "--dataset is required" in str(missing.exception)

@@ -35,6 +35,7 @@ weighted one half for the untranslated pair and one half for the four translated
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pix2pred.checkpoint import save_safetensors, write_json
+from pix2pred.checkpoint import (
+    load_safetensors,
+    read_safetensors_metadata,
+    save_safetensors,
+    write_json,
+)
 from pix2pred.nn_torch import distributed as D
 from pix2pred.nn_torch.resnet import FastResNet, save_model
 
@@ -67,6 +73,7 @@ __all__ = [
 FLIP_MODES = ("alternating", "random", "none")
 AMP_MODES = ("auto", "bf16", "none")
 WHITENING_IMAGES = 5000
+STATE_FORMAT = "pix2pred-fast-train-state"
 # Quintic Newton-Schulz coefficients from the Muon optimizer (Keller Jordan, 2024): they push
 # every singular value of the normalised matrix towards 1 in very few iterations.
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -137,20 +144,40 @@ class FastTrainConfig:
             return isinstance(v, int) and not isinstance(v, bool)
 
         need(real(self.epochs) and self.epochs > 0, "epochs", "a positive number")
-        need(integer(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(
+            integer(self.batch_size) and self.batch_size >= 1,
+            "batch_size",
+            "an integer >= 1",
+        )
         for name in ("lr", "head_lr", "bias_lr", "weight_decay"):
-            need(real(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
+            need(
+                real(getattr(self, name)) and getattr(self, name) >= 0,
+                name,
+                "a number >= 0",
+            )
         for name in ("momentum", "sgd_momentum", "label_smoothing", "warmup"):
-            need(real(getattr(self, name)) and 0 <= getattr(self, name) < 1, name, "in [0, 1)")
+            need(
+                real(getattr(self, name)) and 0 <= getattr(self, name) < 1,
+                name,
+                "in [0, 1)",
+            )
         need(
             real(self.whiten_bias_until) and 0 <= self.whiten_bias_until <= 1,
             "whiten_bias_until",
             "in [0, 1]",
         )
-        need(integer(self.translate) and self.translate >= 0, "translate", "an integer >= 0")
+        need(
+            integer(self.translate) and self.translate >= 0,
+            "translate",
+            "an integer >= 0",
+        )
         need(integer(self.cutout) and self.cutout >= 0, "cutout", "an integer >= 0")
         need(self.flip in FLIP_MODES, "flip", f"one of {', '.join(FLIP_MODES)}")
-        need(self.ema is None or (real(self.ema) and 0 < self.ema < 1), "ema", "None or in (0, 1)")
+        need(
+            self.ema is None or (real(self.ema) and 0 < self.ema < 1),
+            "ema",
+            "None or in (0, 1)",
+        )
         need(self.amp in AMP_MODES, "amp", f"one of {', '.join(AMP_MODES)}")
         need(
             self.time_budget is None or (real(self.time_budget) and self.time_budget > 0),
@@ -310,7 +337,11 @@ class _Augmenter:
     """Reflect-padded images on the device; per-epoch crops and flips from ``(seed, epoch)``."""
 
     def __init__(
-        self, X: np.ndarray, cfg: FastTrainConfig, device: torch.device, fill: np.ndarray
+        self,
+        X: np.ndarray,
+        cfg: FastTrainConfig,
+        device: torch.device,
+        fill: np.ndarray,
     ) -> None:
         N, H, W, _ = X.shape
         t = cfg.translate
@@ -393,7 +424,12 @@ def _check_images(X: Any) -> np.ndarray:
 
 @torch.no_grad()
 def predict_tta(
-    model: nn.Module, X: np.ndarray, *, max_tta: int = 2, batch_size: int = 1000, amp: str = "auto"
+    model: nn.Module,
+    X: np.ndarray,
+    *,
+    max_tta: int = 2,
+    batch_size: int = 1000,
+    amp: str = "auto",
 ) -> dict[int, np.ndarray]:
     """Scores ``(N, K)`` (float32) of uint8 images ``X`` ``(N, H, W, C)`` at every TTA level.
 
@@ -447,7 +483,12 @@ def predict_tta(
 
 
 def predict_logits(
-    model: nn.Module, X: np.ndarray, *, tta: int = 2, batch_size: int = 1000, amp: str = "auto"
+    model: nn.Module,
+    X: np.ndarray,
+    *,
+    tta: int = 2,
+    batch_size: int = 1000,
+    amp: str = "auto",
 ) -> np.ndarray:
     """Scores ``(N, K)`` of uint8 images ``X`` ``(N, H, W, C)`` at TTA level ``tta`` (0, 1, 2).
 
@@ -457,7 +498,11 @@ def predict_logits(
 
 
 def _distributed_accuracy(
-    model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: FastTrainConfig, device: torch.device
+    model: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    cfg: FastTrainConfig,
+    device: torch.device,
 ) -> float:
     """Accuracy (no TTA) with the images shared out over the processes."""
     rank, world = D.rank_and_world()
@@ -497,6 +542,77 @@ def _param_groups(model: nn.Module, cfg: FastTrainConfig, batch_size: int) -> di
     return {"sgd": sgd, "muon": muon, "base": {g["name"]: g["lr"] for g in groups}}
 
 
+def _save_state(
+    directory: Path,
+    model: nn.Module,
+    ema_model: nn.Module | None,
+    opt: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> None:
+    """Everything needed to go on after this epoch, as one atomic ``state.safetensors``.
+
+    Tensors: ``model.<name>``, ``ema.<name>`` and ``<optimizer>.<parameter name>`` (momentum
+    buffers); the counters, history and config are JSON in the file's metadata, so the file
+    is complete or absent, never half of one epoch and half of another.
+    """
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema_model is not None:
+        arrays.update({f"ema.{k}": v for k, v in ema_model.state_dict().items()})
+    names = {id(p): n for n, p in model.named_parameters()}
+    for kind in ("muon", "sgd"):
+        for group in opt[kind].param_groups:
+            for p in group["params"]:
+                buf = opt[kind].state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    arrays[f"{kind}.{names[id(p)]}"] = buf
+    numpy_arrays = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+    save_safetensors(
+        directory / "state.safetensors",
+        numpy_arrays,
+        metadata={"format": STATE_FORMAT, "state": json.dumps(dict(meta))},
+    )
+
+
+def _load_state(directory: Path, cfg: FastTrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(meta, tensors)`` of ``directory/state.safetensors``, checked against ``cfg``."""
+    path = directory / "state.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training state to resume from")
+    header = read_safetensors_metadata(path)
+    if header.get("format") != STATE_FORMAT or "state" not in header:
+        raise ValueError(f"{path}: not a {STATE_FORMAT} file")
+    meta = json.loads(header["state"])
+    saved, now = meta["config"], cfg.to_dict()
+    differ = sorted(k for k in now if k != "eval_batch_size" and saved.get(k) != now[k])
+    if differ:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
+        raise ValueError(f"{path}: saved with other settings ({changes}); resume with the same")
+    tensors = {k: torch.from_numpy(v) for k, v in load_safetensors(path).items()}
+    return meta, tensors
+
+
+def _restore(
+    model: nn.Module,
+    ema_model: nn.Module | None,
+    opt: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+) -> None:
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    model.load_state_dict(part("model."))
+    if ema_model is not None:
+        ema_model.load_state_dict(part("ema."))
+    names = {id(p): n for n, p in model.named_parameters()}
+    for kind in ("muon", "sgd"):
+        saved = part(f"{kind}.")
+        for group in opt[kind].param_groups:
+            for p in group["params"]:
+                if names[id(p)] in saved:
+                    buf = saved[names[id(p)]].to(device=p.device, dtype=p.dtype)
+                    opt[kind].state[p]["momentum_buffer"] = buf
+
+
 def _checkpoint(model: nn.Module, directory: Path, meta: Mapping[str, Any]) -> None:
     """Rank 0 writes the weights as ``last.safetensors`` + ``last.json``, atomically."""
     if isinstance(model, FastResNet):
@@ -517,6 +633,7 @@ def train_fast(
     y_val: np.ndarray | None = None,
     device: str | torch.device = "auto",
     checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> FastTrainResult:
     """Train ``model`` in place with the fast recipe; see the module docstring.
@@ -531,7 +648,12 @@ def train_fast(
     X_val, y_val : optional validation images and labels, scored (without TTA) after each epoch
     device : where to train ("auto": CUDA, then MPS, then the CPU); in a process group, pass
         this process's device (`pix2pred.nn_torch.distributed.init_from_env` gives it)
-    checkpoint_dir : if given, rank 0 writes the weights there after every epoch
+    checkpoint_dir : if given, rank 0 writes there after every epoch the weights (``last.*``,
+        the averaged ones with ``ema``) and the whole training state (``state.safetensors``)
+    resume : go on from the training state in ``checkpoint_dir`` (written by a run with the
+        same data and config; it continues from the last completed epoch exactly as the
+        interrupted run would have, except for time-budgeted runs). Every process reads it, so
+        under torchrun the folder must be visible to all of them.
     progress : called by rank 0 after each epoch with that epoch's numbers
 
     In a ``torch.distributed`` process group every process calls this with the same data and
@@ -547,6 +669,9 @@ def train_fast(
         X_val, y_val = _check_data(X_val, y_val, "X_val")
     dev = choose_device(device)
     rank, world = D.rank_and_world()
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and ckpt is None:
+        raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
     notes: list[str] = []
     t_start = time.perf_counter()
 
@@ -568,6 +693,9 @@ def train_fast(
         some = np.sort(rng.choice(N, size=min(N, WHITENING_IMAGES), replace=False))
         model.init_whitening(_images(X[some], torch.device("cpu"), torch.float32))
         model.whiten.bias.requires_grad_(cfg.whiten_bias_until > 0)
+    meta, tensors = _load_state(ckpt, cfg) if resume and ckpt is not None else ({}, {})
+    if meta.get("whiten_bias_frozen") and isinstance(model, FastResNet):
+        model.whiten.bias.requires_grad_(False)
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -577,17 +705,28 @@ def train_fast(
     net = D.wrap_model(model, dev, cfg.sync_bn)
     opt = _param_groups(model, cfg, batch)
     ema_model = copy.deepcopy(model) if cfg.ema else None
+    if tensors:
+        _restore(model, ema_model, opt, tensors)
+        del tensors
     aug = _Augmenter(X, cfg, dev, fill=mean)
     labels = torch.from_numpy(y).to(dev)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and rank == 0:
         ckpt.mkdir(parents=True, exist_ok=True)
 
-    history: dict[str, list[float]] = {"loss": [], "train_acc": [], "lr": [], "seconds": []}
+    history: dict[str, list[float]] = {
+        "loss": [],
+        "train_acc": [],
+        "lr": [],
+        "seconds": [],
+    }
     if X_val is not None:
         history["val_acc"] = []
     train_seconds = time.perf_counter() - t_start
     step, epoch, progress_p = 0, 0, 0.0
+    if meta:
+        history = meta["history"]
+        step, epoch, train_seconds = meta["step"], meta["epoch"], meta["train_seconds"]
+        progress_p = meta["progress"]
     while progress_p < 1.0:
         t_epoch = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -672,6 +811,17 @@ def train_fast(
         if rank == 0:
             if ckpt is not None:
                 _checkpoint(eval_model, ckpt, {**record, "config": cfg.to_dict()})
+                frozen = isinstance(model, FastResNet) and not model.whiten.bias.requires_grad
+                state = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "progress": progress_p,
+                    "train_seconds": train_seconds,
+                    "history": history,
+                    "whiten_bias_frozen": frozen,
+                    "config": cfg.to_dict(),
+                }
+                _save_state(ckpt, model, ema_model, opt, state)
             if progress is not None:
                 progress(record)
         epoch += 1
