@@ -35,10 +35,10 @@ def test_arrays_round_trip_exactly(tmp_path):
 
 
 def test_object_arrays_are_refused_on_save_and_load(tmp_path):
-    with pytest.raises(TypeError, match="'bad'.*pickle"):
+    with pytest.raises(TypeError, match=r"'bad'.*pickle"):
         save_arrays(tmp_path / "w.npz", {"bad": np.array([{"a": 1}], dtype=object)})
     np.savez(tmp_path / "pickled.npz", bad=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="pickled.npz"):
+    with pytest.raises(ValueError, match=r"pickled\.npz"):
         load_arrays(tmp_path / "pickled.npz")
 
 
@@ -46,7 +46,7 @@ def test_json_errors_name_the_file(tmp_path):
     write_json(tmp_path / "m.json", {"acc": np.float32(0.5), "cm": np.eye(2, dtype=np.int64)})
     assert read_json(tmp_path / "m.json") == {"acc": 0.5, "cm": [[1, 0], [0, 1]]}
     (tmp_path / "broken.json").write_text("{nope")
-    with pytest.raises(ValueError, match="broken.json"):
+    with pytest.raises(ValueError, match=r"broken\.json"):
         read_json(tmp_path / "broken.json")
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.json"):
         read_json(tmp_path / "missing.json")
