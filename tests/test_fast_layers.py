@@ -13,6 +13,7 @@ from pix2pred.gradcheck import random_away_from_zero, random_distinct
 from pix2pred.nn_numpy import fast_layers as FL
 from pix2pred.nn_numpy import im2col as I
 from pix2pred.nn_numpy import layers as L
+from pix2pred.nn_numpy import workspace as WS
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -43,13 +44,13 @@ def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
 
 @contextlib.contextmanager
 def chunk_size(nbytes: int) -> Iterator[None]:
-    """Run the block with ``im2col.CHUNK_BYTES`` set to ``nbytes``."""
-    old = I.CHUNK_BYTES
-    I.CHUNK_BYTES = nbytes
+    """Run the block with ``workspace.CHUNK_BYTES`` set to ``nbytes``."""
+    old = WS.CHUNK_BYTES
+    WS.CHUNK_BYTES = nbytes
     try:
         yield
     finally:
-        I.CHUNK_BYTES = old
+        WS.CHUNK_BYTES = old
 
 
 # ---------------------------------------------------------------- convolution
@@ -130,6 +131,24 @@ def test_conv_output_is_channels_last_and_chunked_backward_matches():
         chunked = FL.conv_backward(dout, cache)
     for a, e in zip(chunked, expected, strict=True):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "pad"),
+    [
+        ((3, 2, 9, 14), (3, 2, 3, 2), (1, 2), (1, 1)),  # KW * C < W_out: the NCHW adds
+        ((3, 1, 7, 16), (2, 1, 5, 5), 1, 2),
+        ((3, 4, 9, 6), (3, 4, 3, 2), (1, 2), (1, 1)),  # the channels-last adds
+    ],
+)
+def test_conv_dx_both_layouts_of_the_adds_equal_the_reference(x_shape, w_shape, stride, pad):
+    compare_layers(
+        lambda x, w, b: FL.conv_forward(x, w, b, stride=stride, pad=pad),
+        FL.conv_backward,
+        lambda x, w, b: L.conv_forward(x, w, b, stride=stride, pad=pad),
+        L.conv_backward,
+        [x_shape, w_shape, (w_shape[0],)],
+    )
 
 
 def test_conv_backward_can_skip_dx():
@@ -274,7 +293,7 @@ def norm_params(seed: int, n: int) -> list[np.ndarray]:
 @given(
     shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
     layout=st.sampled_from(LAYOUTS),
-    chunk_bytes=st.sampled_from([1, I.CHUNK_BYTES]),
+    chunk_bytes=st.sampled_from([1, WS.CHUNK_BYTES]),
     seed=seeds,
 )
 def test_spatial_batchnorm_train_matches_torch_and_the_reference(shape, layout, chunk_bytes, seed):
@@ -463,7 +482,7 @@ def test_held_outputs_and_caches_survive_later_calls():
 
 
 def test_workspace_reuses_only_buffers_nobody_holds():
-    ws = I.Workspace(max_bytes=1 << 20)
+    ws = WS.Workspace(max_bytes=1 << 20)
     a = ws.empty((10, 10), np.float32)
     view = a[2:]
     del a
@@ -477,7 +496,7 @@ def test_workspace_reuses_only_buffers_nobody_holds():
 
 
 def test_workspace_stays_under_its_budget():
-    ws = I.Workspace(max_bytes=4000)
+    ws = WS.Workspace(max_bytes=4000)
     for n in range(1, 20):
         ws.empty((n, 10), np.float32)
     assert ws.nbytes <= 4000

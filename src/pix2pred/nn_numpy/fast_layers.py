@@ -17,23 +17,24 @@ How the speed is won (details in ``im2col``):
   chunks of the batch: a GEMM, then ``KH * ceil(KW / stride)`` strided adds.
 - Pooling reads ``pool_h * pool_w`` strided views (a reshape when windows tile the input) and
   batch norm makes two passes over memory, each over cache-sized chunks of the batch.
-- Large results go into reused ``im2col.WORKSPACE`` buffers; a buffer is reused only once no
+- Large results go into reused ``workspace.WORKSPACE`` buffers; a buffer is reused only once no
   array (or view) of it is held, so keeping an output or a cache is always safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import numpy as np
 
+from pix2pred.nn_numpy import fast_batchnorm
 from pix2pred.nn_numpy import im2col as I
+from pix2pred.nn_numpy import workspace as WS
 from pix2pred.nn_numpy.layers import (
     IntPair,
     _check_ndim,
     _check_shape,
-    _mode,
     _output_size,
     _pair,
     _pool_setup,
@@ -144,7 +145,7 @@ def conv_forward(
     w_cols = np.empty((cols.shape[1], F), dtype)  # (K + 1, F): kernel in (HH, WW, C) order, bias
     w_cols[:-1] = w.transpose(2, 3, 1, 0).reshape(-1, F)
     w_cols[-1] = b
-    out = I.empty((cols.shape[0], F), dtype)  # (N * H_out * W_out, F)
+    out = WS.empty((cols.shape[0], F), dtype)  # (N * H_out * W_out, F)
     np.matmul(cols, w_cols, out=out)
     return I.nchw(out.reshape(N, *out_hw, F)), (cols, w, x.shape, stride, pad)
 
@@ -170,6 +171,8 @@ def conv_backward(
         return None, dw, db
 
     w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(F, -1), dtype=dtype)  # (F, K)
+    if WW * C < out_hw[1]:  # channels-last runs of KW * C numbers would be the shorter
+        return I.conv_dx_nchw(dout2, w_rows, x_shape, (HH, WW), stride, pad, out_hw), dw, db
     dx = I.conv_dx(dout2, w_rows, x_shape, (HH, WW), stride, pad, out_hw)
     return I.nchw(dx), dw, db
 
@@ -222,10 +225,10 @@ def _pool_parallel(fn: Callable[[slice], None], x: np.ndarray) -> None:
     """
 
     def part(a: int, b: int) -> None:
-        for c0, c1 in I.chunks(b - a, 1, x[:1].nbytes):
+        for c0, c1 in WS.chunks(b - a, 1, x[:1].nbytes):
             fn(slice(a + c0, a + c1))
 
-    I.parallel(part, len(x))
+    WS.parallel(part, len(x))
 
 
 def max_pool_forward(
@@ -284,7 +287,7 @@ def max_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
                 if k < len(pairs) - 1:
                     np.logical_xor(free, hit, out=free)
             if add or o is None:
-                dx_view += np.multiply(d, hit, out=I.empty(d.shape, d.dtype))
+                dx_view += np.multiply(d, hit, out=WS.empty(d.shape, d.dtype))
             else:
                 np.multiply(d, hit, out=dx_view)
 
@@ -344,253 +347,6 @@ def avg_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
 # ---------------------------------------------------------------- batch normalisation
 
 
-class _ChannelRows:
-    """x as a C-contiguous 2-D array ``R`` (rows, L) whose channels repeat along one axis.
-
-    Batch norm needs per-channel sums and per-channel scaling; both are fastest on long
-    contiguous runs, so instead of reducing over (N, H, W) the data is seen as rows:
-
-    - channels-last (N, C, H, W) and (N, D) inputs: ``R`` is (N * H, W * C) or (N, D), and the
-      channel of column j is ``j % C`` (per-channel vectors are tiled along a row);
-    - other (N, C, H, W) inputs: ``R`` is (N * C, H * W) and the channel of row i is ``i % C``.
-
-    Chunks of rows (whole samples in the second case) are the unit of work: each is about
-    ``im2col.CHUNK_BYTES``, so the several operations on it run in cache, and the chunks are
-    shared among threads.
-    """
-
-    def __init__(self, x: np.ndarray) -> None:
-        self.shape, self.C = x.shape, x.shape[1]
-        if x.ndim == 2:
-            self.kind = "nd"
-            self.R = np.ascontiguousarray(x)
-        elif I.is_channels_last(x):
-            N, C, H, W = x.shape
-            self.kind = "nhwc"
-            self.R = x.transpose(0, 2, 3, 1).reshape(N * H, W * C)
-        else:
-            N, C, H, W = x.shape
-            self.kind = "nchw"
-            self.R = np.ascontiguousarray(x).reshape(N * C, H * W)
-        self.by_cols = self.kind != "nchw"
-        self.period = 1 if self.by_cols else self.C  # rows that make up whole samples
-        self.units = len(self.R) // self.period
-        self.count = x.size // self.C  # values per channel
-
-    def same_layout(self, a: np.ndarray) -> np.ndarray:
-        """An array of x's shape (dout) as rows like ``R``: a view when its layout matches."""
-        if self.kind == "nd":
-            return np.ascontiguousarray(a, dtype=self.R.dtype)
-        if self.kind == "nhwc":
-            return I.to_nhwc(a, dtype=self.R.dtype).reshape(self.R.shape)
-        return np.ascontiguousarray(a, dtype=self.R.dtype).reshape(self.R.shape)
-
-    def empty(self) -> tuple[np.ndarray, np.ndarray]:
-        """A workspace array shaped like ``R``, and its view of x's shape."""
-        if self.kind == "nhwc":
-            N, C, H, W = self.shape
-            out = I.empty((N, H, W, C), self.R.dtype)
-            return out.reshape(self.R.shape), I.nchw(out)
-        out = I.empty(self.shape, self.R.dtype)
-        return out.reshape(self.R.shape), out
-
-    def chunks(self, a: int, b: int) -> Iterator[slice]:
-        """Row slices of about ``CHUNK_BYTES`` covering units (whole samples) a to b."""
-        unit_bytes = self.period * self.R.shape[1] * self.R.itemsize
-        for u0, u1 in I.chunks(b - a, 1, unit_bytes):
-            yield slice((a + u0) * self.period, (a + u1) * self.period)
-
-    def tile(self, v: np.ndarray, rows: slice) -> np.ndarray:
-        """Per-channel ``v`` (C,) repeated to broadcast against ``R[rows]`` (a small array)."""
-        if self.by_cols:
-            return np.tile(v, self.R.shape[1] // self.C)  # (L,)
-        return np.tile(v, (rows.stop - rows.start) // self.C)[:, None]  # (rows, 1)
-
-    def sums(self, a: np.ndarray) -> np.ndarray:
-        """Per-channel sums (C,) in float64 of a chunk shaped like ``R[rows]``."""
-        if self.by_cols:
-            # A BLAS matrix-vector product sums columns far faster than a NumPy reduction.
-            col = np.ones(len(a), a.dtype) @ a  # (L,)
-            return col.reshape(-1, self.C).sum(axis=0, dtype=np.float64)
-        return a.sum(axis=1).reshape(-1, self.C).sum(axis=0, dtype=np.float64)
-
-
-# Raw moments (sums of x and x**2, of dout and dout * x) need one elementwise operation fewer
-# per pass than centred ones, but lose digits to cancellation when a channel's mean is large
-# against its standard deviation; above this ratio of mean**2 to variance the centred
-# formulas are used. Up to it, float32 keeps about 5 significant digits of the variance.
-_RAW_MOMENTS_MAX_RATIO = 9.0
-
-
-def _raw_moments_ok(mean: np.ndarray, var: np.ndarray) -> bool:
-    return bool(np.all(mean**2 <= _RAW_MOMENTS_MAX_RATIO * var))
-
-
-def _bn_statistics(rows: _ChannelRows) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Mean and biased variance (C,) in float64, and whether raw moments were accurate.
-
-    The first pass sums x and x**2 per chunk (float32 within a chunk, float64 across). When a
-    channel's mean dwarfs its spread, a second pass recomputes each chunk's mean and sum of
-    squared deviations while the chunk is in cache and merges them (Chan et al.), which
-    avoids the cancellation of ``E[x**2] - E[x]**2``.
-    """
-    R, C = rows.R, rows.C
-
-    def raw(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        s1, s2 = np.zeros(C), np.zeros(C)
-        for s in rows.chunks(a, b):
-            tmp = I.empty(R[s].shape, R.dtype)
-            np.square(R[s], out=tmp)
-            s1 += rows.sums(R[s])
-            s2 += rows.sums(tmp)
-        return s1, s2
-
-    parts = I.parallel(raw, rows.units)
-    mean = sum(p[0] for p in parts) / rows.count
-    var = np.maximum(sum(p[1] for p in parts) / rows.count - mean**2, 0)
-    if _raw_moments_ok(mean, var):
-        return mean, var, True
-
-    def centred(a: int, b: int) -> tuple[float, np.ndarray, np.ndarray]:
-        count, mean, m2 = 0.0, np.zeros(C), np.zeros(C)
-        for s in rows.chunks(a, b):
-            xc = R[s]
-            k = xc.size / C
-            chunk_mean = rows.sums(xc) / k
-            tmp = I.empty(xc.shape, xc.dtype)
-            np.subtract(xc, rows.tile(chunk_mean.astype(xc.dtype), s), out=tmp)
-            np.square(tmp, out=tmp)
-            count, mean, m2 = _merge((count, mean, m2), (k, chunk_mean, rows.sums(tmp)))
-        return count, mean, m2
-
-    total = (0.0, np.zeros(C), np.zeros(C))
-    for stats in I.parallel(centred, rows.units):
-        total = _merge(total, stats)
-    count, mean, m2 = total
-    return mean, m2 / count, False
-
-
-def _merge(a: tuple, b: tuple) -> tuple[float, np.ndarray, np.ndarray]:
-    """Combine (count, mean, sum of squared deviations) of two disjoint sets (Chan et al.)."""
-    (na, ma, sa), (nb, mb, sb) = a, b
-    n = na + nb
-    if n == 0:
-        return a
-    delta = mb - ma
-    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
-
-
-def _bn_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: MutableMapping[str, Any]
-) -> tuple[np.ndarray, Any]:
-    """Batch norm of x (N, D) or (N, C, H, W) per entry of axis 1; see the callers."""
-    mode = _mode(bn_param, "bn_param")
-    D = x.shape[1]
-    _check_shape(gamma, (D,), "gamma")
-    _check_shape(beta, (D,), "beta")
-    eps = bn_param.get("eps", 1e-5)
-    if eps < 0:
-        raise ValueError(f"eps must be non-negative, got {eps!r}")
-    momentum = bn_param.get("momentum", 0.1)
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"bn_param['momentum'] must be in [0, 1], got {momentum!r}")
-    running_mean = bn_param.get("running_mean")
-    running_var = bn_param.get("running_var")
-    running_mean = np.zeros(D, dtype=x.dtype) if running_mean is None else running_mean
-    running_var = np.ones(D, dtype=x.dtype) if running_var is None else running_var
-    _check_shape(running_mean, (D,), "bn_param['running_mean']")
-    _check_shape(running_var, (D,), "bn_param['running_var']")
-    dtype = np.result_type(x, gamma, beta)
-    rows = _ChannelRows(x.astype(dtype, copy=False))
-
-    if mode == "train":
-        if rows.count < 2:
-            raise ValueError(f"batch norm in train mode needs more than 1 sample, got x {x.shape}")
-        mean, var, raw = _bn_statistics(rows)
-        unbiased = var * (rows.count / (rows.count - 1))
-        bn_param["running_mean"] = ((1 - momentum) * running_mean + momentum * mean).astype(dtype)
-        bn_param["running_var"] = ((1 - momentum) * running_var + momentum * unbiased).astype(dtype)
-    else:
-        mean = np.asarray(running_mean, dtype=np.float64)
-        var = np.asarray(running_var, dtype=np.float64)
-        raw = _raw_moments_ok(mean, var)
-    inv_std = 1 / np.sqrt(var + eps)
-    scale = (gamma * inv_std).astype(dtype)
-    shift = (beta - mean * gamma * inv_std).astype(dtype)
-    out_rows, out = rows.empty()
-
-    def write(a: int, b: int) -> None:
-        for s in rows.chunks(a, b):
-            np.multiply(rows.R[s], rows.tile(scale, s), out=out_rows[s])
-            out_rows[s] += rows.tile(shift, s)
-
-    I.parallel(write, rows.units)
-    return out, (mode, rows, mean, inv_std, np.asarray(gamma, dtype=np.float64), raw)
-
-
-def _bn_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of ``_bn_forward``: two passes over chunks of (x, dout), none over xhat.
-
-    With ``xhat = (x - mean) * inv_std`` and m values per channel, train mode gives
-    ``dx = gamma * inv_std / m * (m * dout - sum(dout) - xhat * sum(dout * xhat))``, which is
-    ``a * dout + b * (x - mean) + c`` with per-channel a, b, c.
-    """
-    mode, rows, mean, inv_std, gamma, raw = cache
-    R, dtype = rows.R, rows.R.dtype
-    D = rows.same_layout(dout)
-    mean_t, inv_std_t = mean.astype(dtype), inv_std.astype(dtype)
-
-    def sums(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel sums of dout and of dout * x (raw) or dout * xhat (centred)."""
-        s_dx, s_d = np.zeros(rows.C), np.zeros(rows.C)
-        for s in rows.chunks(lo, hi):
-            tmp = I.empty(R[s].shape, dtype)
-            if raw:
-                np.multiply(R[s], D[s], out=tmp)
-            else:
-                np.subtract(R[s], rows.tile(mean_t, s), out=tmp)
-                tmp *= rows.tile(inv_std_t, s)
-                tmp *= D[s]
-            s_dx += rows.sums(tmp)
-            s_d += rows.sums(D[s])
-        return s_dx, s_d
-
-    parts = I.parallel(sums, rows.units)
-    s_dx, dbeta = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    dgamma = inv_std * (s_dx - mean * dbeta) if raw else s_dx
-    a = gamma * inv_std  # d out / d x with the statistics held fixed
-    a_t = a.astype(dtype)
-    dx_rows, dx = rows.empty()
-    if mode == "train":
-        m = rows.count
-        b = -a * inv_std * dgamma / m
-        c = -a * dbeta / m
-        b_t = b.astype(dtype)
-        # Raw: b * x + (c - b * mean), one subtraction fewer.
-        c_t = (c - b * mean if raw else c).astype(dtype)
-
-        def write(lo: int, hi: int) -> None:
-            for s in rows.chunks(lo, hi):
-                tmp = I.empty(R[s].shape, dtype)
-                if raw:
-                    np.multiply(R[s], rows.tile(b_t, s), out=tmp)
-                else:
-                    np.subtract(R[s], rows.tile(mean_t, s), out=tmp)
-                    tmp *= rows.tile(b_t, s)
-                tmp += rows.tile(c_t, s)
-                np.multiply(D[s], rows.tile(a_t, s), out=dx_rows[s])
-                dx_rows[s] += tmp
-
-    else:
-
-        def write(lo: int, hi: int) -> None:
-            for s in rows.chunks(lo, hi):
-                np.multiply(D[s], rows.tile(a_t, s), out=dx_rows[s])
-
-    I.parallel(write, rows.units)
-    return dx, dgamma.astype(dtype), dbeta.astype(dtype)
-
-
 def batchnorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: MutableMapping[str, Any]
 ) -> tuple[np.ndarray, Any]:
@@ -614,12 +370,12 @@ def batchnorm_forward(
     cache : for ``batchnorm_backward``
     """
     _check_ndim(x, 2, "x", "(N, D)")
-    return _bn_forward(x, gamma, beta, bn_param)
+    return fast_batchnorm.forward(x, gamma, beta, bn_param)
 
 
 def batchnorm_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``batchnorm_forward``: ``dout`` (N, D) → ``dx`` (N, D), ``dgamma, dbeta``."""
-    return _bn_backward(dout, cache)
+    return fast_batchnorm.backward(dout, cache)
 
 
 def spatial_batchnorm_forward(
@@ -640,14 +396,14 @@ def spatial_batchnorm_forward(
     cache : for ``spatial_batchnorm_backward``
     """
     _check_ndim(x, 4, "x", "(N, C, H, W)")
-    return _bn_forward(x, gamma, beta, bn_param)
+    return fast_batchnorm.forward(x, gamma, beta, bn_param)
 
 
 def spatial_batchnorm_backward(
     dout: np.ndarray, cache: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``spatial_batchnorm_forward``: ``dx`` (N, C, H, W), ``dgamma, dbeta`` (C,)."""
-    return _bn_backward(dout, cache)
+    return fast_batchnorm.backward(dout, cache)
 
 
 # ---------------------------------------------------------------- sandwich layers

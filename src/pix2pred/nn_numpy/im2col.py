@@ -1,172 +1,25 @@
-"""The machinery under ``fast_layers``: reusable buffers, channels-last views, im2col, col2im.
+"""im2col and col2im over channels-last arrays: the convolution kernels of ``fast_layers``.
 
-Three ideas make the NumPy convolution fast, and each lives here:
+Arrays keep the course's ``(N, C, H, W)`` shape, but the fast layers store them as
+``(N, H, W, C)`` in memory (torch calls this ``channels_last``) and return transposed views.
+Then a pixel's C channels are adjacent, so one output pixel's window row ``(KW, C)`` is a
+single contiguous run: im2col copies runs of ``KW * C`` numbers instead of single ones, and
+the GEMM result ``(N * H_out * W_out, F)`` *is* the next activation, with no transpose. Any
+memory order is accepted; others are copied once, into the padded buffer im2col needs anyway.
 
-1. **Channels-last memory.** Arrays keep the course's ``(N, C, H, W)`` shape, but the fast
-   layers store them as ``(N, H, W, C)`` in memory (torch calls this ``channels_last``) and
-   return transposed views. Then a pixel's C channels are adjacent, so one output pixel's
-   window row ``(KW, C)`` is a single contiguous run: im2col copies runs of ``KW * C`` numbers
-   instead of single ones, and the GEMM result ``(N * H_out * W_out, F)`` *is* the next
-   activation, with no transpose. Any memory order is accepted; others are copied once.
-2. **Strided views instead of loops.** im2col is one copy from an ``as_strided`` window view
-   of the padded input; col2im is ``KH * ceil(KW / stride)`` strided adds (windows of one
-   residue class never overlap, so each add covers a whole kernel row at once).
-3. **Buffers that are reused.** Fresh large arrays cost a page fault per 4 KiB page, which
-   here is as slow as the arithmetic. ``Workspace`` hands out preallocated arrays, and only
-   those that nobody else holds: a returned activation, or a cache kept for the backward
-   pass, stays untouched for as long as a reference (or a view) to it exists.
+No Python loop runs over pixels: im2col is one copy from an ``as_strided`` window view of the
+padded input, and col2im is ``KH * ceil(KW / stride)`` strided adds (windows of one residue
+class of output columns never overlap, so each add covers a whole kernel row at once).
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import sys
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-#: Bytes of buffers the default workspace keeps for reuse.
-DEFAULT_WORKSPACE_BYTES = 1 << 30
-
-#: Rows of a backward chunk are chosen so that its ``dcols`` block has about this many bytes:
-#: small enough to stay in the L2 cache between the GEMM that writes it and the adds that
-#: read it, large enough for an efficient GEMM.
-CHUNK_BYTES = 1 << 20
-
-
-T = TypeVar("T")
-
-
-def _refcount(bufs: list[np.ndarray], i: int) -> int:
-    return sys.getrefcount(bufs[i])
-
-
-# References to a buffer that only its workspace list holds, as seen from ``_refcount``.
-_IDLE_REFS = _refcount([np.empty(0)], 0)
-
-
-class Workspace:
-    """Preallocated arrays keyed by shape and dtype, reused once nobody holds them.
-
-    A buffer is reusable when its only reference is the workspace's own list: any caller
-    (or any view of the buffer, which references it through ``.base``) keeps it out of
-    circulation. Idle buffers are dropped least recently used first to stay under
-    ``max_bytes``; arrays larger than a quarter of it are never kept.
-
-    Parameters
-    ----------
-    max_bytes : int
-        Bytes of buffers kept for reuse.
-    """
-
-    def __init__(self, max_bytes: int = DEFAULT_WORKSPACE_BYTES) -> None:
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must be non-negative, got {max_bytes!r}")
-        self.max_bytes = max_bytes
-        self._bufs: OrderedDict[tuple[tuple[int, ...], str], list[np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the buffers held (idle or in use)."""
-        return sum(b.nbytes for bufs in self._bufs.values() for b in bufs)
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-        """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reused if possible."""
-        shape = tuple(int(s) for s in shape)
-        dtype = np.dtype(dtype)
-        key = (shape, dtype.str)
-        with self._lock:
-            bufs = self._bufs.get(key)
-            if bufs is not None:
-                self._bufs.move_to_end(key)
-                for i in range(len(bufs)):
-                    if _refcount(bufs, i) <= _IDLE_REFS:
-                        return bufs[i]
-            buf = np.empty(shape, dtype)
-            if buf.nbytes <= self.max_bytes // 4:
-                self._make_room(buf.nbytes)
-                self._bufs.setdefault(key, []).append(buf)
-            return buf
-
-    def clear(self) -> None:
-        """Forget every buffer (arrays still held elsewhere stay valid)."""
-        with self._lock:
-            self._bufs.clear()
-
-    def _make_room(self, nbytes: int) -> None:
-        """Drop buffers, least recently used first, until ``nbytes`` more fit."""
-        total = self.nbytes
-        for key in list(self._bufs):
-            if total + nbytes <= self.max_bytes:
-                return
-            total -= sum(b.nbytes for b in self._bufs.pop(key))
-
-
-#: The workspace every fast layer draws from.
-WORKSPACE = Workspace()
-
-
-def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """A reusable C-contiguous array from ``WORKSPACE`` (see ``Workspace.empty``)."""
-    return WORKSPACE.empty(shape, dtype)
-
-
-# ---------------------------------------------------------------- threads
-
-
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_threads = _default_threads()
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def set_num_threads(n: int) -> None:
-    """Use ``n`` threads for the memory-bound loops (copies, adds, norms); BLAS has its own."""
-    global _threads, _executor
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
-    with _executor_lock:
-        _threads = n
-        if _executor is not None:
-            _executor.shutdown(wait=False)
-            _executor = None
-
-
-def get_num_threads() -> int:
-    """Threads the memory-bound loops use (the number of usable cores unless set)."""
-    return _threads
-
-
-def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
-    """``[fn(start, stop), ...]`` over contiguous parts of ``range(n)``, run at the same time.
-
-    NumPy releases the GIL inside its loops, so memory-bound work split over the batch axis
-    runs on every core; the calling thread does the first part itself.
-    """
-    global _executor
-    parts = min(_threads, n)
-    if parts <= 1:
-        return [fn(0, n)]
-    bounds = [n * i // parts for i in range(parts + 1)]
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(_threads - 1, thread_name_prefix="pix2pred")
-        futures = [_executor.submit(fn, a, b) for a, b in itertools.pairwise(bounds[1:])]
-    return [fn(bounds[0], bounds[1]), *(f.result() for f in futures)]
-
+from pix2pred.nn_numpy.workspace import chunks, empty, parallel
 
 # ---------------------------------------------------------------- layouts
 
@@ -322,16 +175,6 @@ def col2im_add(
             np.add(dst, src, out=dst)
 
 
-def chunks(n: int, rows_per_item: int, row_bytes: int) -> Iterator[tuple[int, int]]:
-    """Split ``range(n)`` into ``(start, stop)`` chunks of about ``CHUNK_BYTES`` each."""
-    step = max(1, CHUNK_BYTES // max(1, rows_per_item * row_bytes))
-    for start in range(0, n, step):
-        yield start, min(n, start + step)
-
-
-DX_MODE = "gemm_then_parallel"
-
-
 def conv_dx(
     dout2: np.ndarray,
     w_rows: np.ndarray,
@@ -341,44 +184,94 @@ def conv_dx(
     pad: tuple[int, int],
     out_hw: tuple[int, int],
 ) -> np.ndarray:
-    """dx (N, H, W, C) of a convolution from ``dout2`` (N * H_out * W_out, F), w_rows (F, K)."""
+    """dx of a convolution, channels-last: one GEMM, then col2im on chunks in parallel.
+
+    Parameters
+    ----------
+    dout2 : ndarray of shape (N * H_out * W_out, F), the output gradient's rows
+    w_rows : ndarray of shape (F, KH * KW * C), the kernel in im2col's column order
+    x_shape : (N, C, H, W)
+    kernel, stride, pad, out_hw : (KH, KW), strides, paddings and (H_out, W_out)
+
+    Returns
+    -------
+    dx : ndarray of shape (N, H, W, C), a workspace buffer
+    """
     N, C, H, W = x_shape
     ph, pw = pad
     dtype = dout2.dtype
-    dx = empty((N, H, W, C), dtype)
     rows = out_hw[0] * out_hw[1]
-    K = w_rows.shape[1]
-    if DX_MODE == "gemm_then_parallel":
-        dcols_all = empty((N * rows, K), dtype)
-        np.matmul(dout2, w_rows, out=dcols_all)
-    else:
-        dcols_all = None
+    dx = empty((N, H, W, C), dtype)
+    dcols = empty((N * rows, w_rows.shape[1]), dtype)  # (N * H_out * W_out, K)
+    np.matmul(dout2, w_rows, out=dcols)
 
-    def part(a: int, b: int) -> None:
-        dcols = dxp = None
-        for n0, n1 in chunks(b - a, rows, K * dout2.itemsize):
-            n0, n1 = n0 + a, n1 + a
-            n = n1 - n0
-            if dcols_all is not None:
-                block = dcols_all[n0 * rows : n1 * rows]
-            else:
-                if dcols is None or len(dcols) != n * rows:
-                    dcols = empty((n * rows, K), dtype)
-                np.matmul(dout2[n0 * rows : n1 * rows], w_rows, out=dcols)
-                block = dcols
+    def part(lo: int, hi: int) -> None:
+        # Each chunk is summed into a zeroed padded scratch that stays in cache, whose
+        # interior is then copied out (or straight into dx when there is no padding).
+        for n0, n1 in chunks(hi - lo, rows, dcols.shape[1] * dtype.itemsize):
+            n0, n1 = n0 + lo, n1 + lo
+            target = dx[n0:n1]
             if ph or pw:
-                if dxp is None or len(dxp) != n:
-                    dxp = empty((n, H + 2 * ph, W + 2 * pw, C), dtype)
-                target = dxp
-            else:
-                target = dx[n0:n1]
+                target = empty((n1 - n0, H + 2 * ph, W + 2 * pw, C), dtype)
             target.fill(0)
-            col2im_add(block, target, kernel, stride, out_hw)
+            col2im_add(dcols[n0 * rows : n1 * rows], target, kernel, stride, out_hw)
             if ph or pw:
-                dx[n0:n1] = dxp[:, ph : ph + H, pw : pw + W]
+                dx[n0:n1] = target[:, ph : ph + H, pw : pw + W]
 
-    if DX_MODE == "sequential":
-        part(0, N)
-    else:
-        parallel(part, N)
+    parallel(part, N)
+    return dx
+
+
+def conv_dx_nchw(
+    dout2: np.ndarray,
+    w_rows: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> np.ndarray:
+    """dx of a convolution with few input channels, in NCHW order.
+
+    When ``KW * C`` is short (a first layer over RGB), the channels-last adds of ``conv_dx``
+    would move a few numbers at a time. Here the GEMM writes the column gradients transposed,
+    ``(KH, KW, C, n, H_out, W_out)``, so each kernel offset adds whole output rows onto a
+    shifted window of dx, clipped to the unpadded image. Arguments as ``conv_dx``.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H, W), C-contiguous (a workspace buffer)
+    """
+    N, C, H, W = x_shape
+    (KH, KW), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, pad, out_hw
+    dtype = dout2.dtype
+    rows, K = Ho * Wo, w_rows.shape[1]
+    dx = empty((N, C, H, W), dtype)
+    offsets = []  # (a, b, output rows, output cols, input rows, input cols) per kernel offset
+    for a in range(KH):
+        for b in range(KW):
+            i0, i1 = max(0, -(-(ph - a) // sh)), min(Ho, (H - 1 + ph - a) // sh + 1)
+            j0, j1 = max(0, -(-(pw - b) // sw)), min(Wo, (W - 1 + pw - b) // sw + 1)
+            if i0 < i1 and j0 < j1:
+                h0, w0 = i0 * sh + a - ph, j0 * sw + b - pw
+                dst = (
+                    slice(h0, h0 + sh * (i1 - i0 - 1) + 1, sh),
+                    slice(w0, w0 + sw * (j1 - j0 - 1) + 1, sw),
+                )
+                offsets.append((a, b, slice(i0, i1), slice(j0, j1), *dst))
+
+    dcols_t = empty((K, N * rows), dtype)  # (K, N * H_out * W_out)
+    np.matmul(w_rows.T, dout2.T, out=dcols_t)
+
+    def part(lo: int, hi: int) -> None:
+        for n0, n1 in chunks(hi - lo, rows, K * dtype.itemsize):
+            n0, n1 = n0 + lo, n1 + lo
+            d6 = dcols_t[:, n0 * rows : n1 * rows].reshape(KH, KW, C, n1 - n0, Ho, Wo)
+            dxc = dx[n0:n1].transpose(1, 0, 2, 3)  # (C, n, H, W)
+            dxc.fill(0)
+            for a, b, oi, oj, hi_, wj in offsets:
+                view = dxc[:, :, hi_, wj]
+                view += d6[a, b, :, :, oi, oj]
+
+    parallel(part, N)
     return dx

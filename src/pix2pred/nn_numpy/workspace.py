@@ -1,0 +1,170 @@
+"""Reusable buffers and worker threads for the fast NumPy layers.
+
+Two things cost as much as the arithmetic in the fast layers, and this module removes both:
+
+1. **Fresh large arrays.** A new array's pages are faulted in one 4 KiB page at a time when
+   first written, which on this kind of machine takes about as long as a GEMM into a buffer
+   that is already mapped. ``Workspace`` hands out preallocated arrays, and only those that
+   nobody else holds: a returned activation, or a cache kept for the backward pass, stays
+   untouched for as long as a reference (or a view) to it exists.
+2. **One core doing memory-bound work.** BLAS uses every core for the GEMMs, but NumPy's
+   copies and elementwise loops use one. They release the GIL, so ``parallel`` splits such
+   work over the batch and runs the parts on a small thread pool.
+
+Work is also cut into ``CHUNK_BYTES`` pieces (``chunks``) so that several operations on a
+piece run while it is still in cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+#: Bytes of buffers the default workspace keeps for reuse.
+DEFAULT_WORKSPACE_BYTES = 1 << 30
+
+#: Bytes of one chunk of work: a few operations on it run while it stays in cache.
+CHUNK_BYTES = 1 << 20
+
+
+T = TypeVar("T")
+
+
+def _refcount(bufs: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(bufs[i])
+
+
+# References to a buffer that only its workspace list holds, as seen from ``_refcount``.
+_IDLE_REFS = _refcount([np.empty(0)], 0)
+
+
+class Workspace:
+    """Preallocated arrays keyed by shape and dtype, reused once nobody holds them.
+
+    A buffer is reusable when its only reference is the workspace's own list: any caller
+    (or any view of the buffer, which references it through ``.base``) keeps it out of
+    circulation. Idle buffers are dropped least recently used first to stay under
+    ``max_bytes``; arrays larger than a quarter of it are never kept.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Bytes of buffers kept for reuse.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_WORKSPACE_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be non-negative, got {max_bytes!r}")
+        self.max_bytes = max_bytes
+        self._bufs: OrderedDict[tuple[tuple[int, ...], str], list[np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffers held (idle or in use)."""
+        return sum(b.nbytes for bufs in self._bufs.values() for b in bufs)
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reused if possible."""
+        shape = tuple(int(s) for s in shape)
+        dtype = np.dtype(dtype)
+        key = (shape, dtype.str)
+        with self._lock:
+            bufs = self._bufs.get(key)
+            if bufs is not None:
+                self._bufs.move_to_end(key)
+                for i in range(len(bufs)):
+                    if _refcount(bufs, i) <= _IDLE_REFS:
+                        return bufs[i]
+            buf = np.empty(shape, dtype)
+            if buf.nbytes <= self.max_bytes // 4:
+                self._make_room(buf.nbytes)
+                self._bufs.setdefault(key, []).append(buf)
+            return buf
+
+    def clear(self) -> None:
+        """Forget every buffer (arrays still held elsewhere stay valid)."""
+        with self._lock:
+            self._bufs.clear()
+
+    def _make_room(self, nbytes: int) -> None:
+        """Drop buffers, least recently used first, until ``nbytes`` more fit."""
+        total = self.nbytes
+        for key in list(self._bufs):
+            if total + nbytes <= self.max_bytes:
+                return
+            total -= sum(b.nbytes for b in self._bufs.pop(key))
+
+
+#: The workspace every fast layer draws from.
+WORKSPACE = Workspace()
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """A reusable C-contiguous array from ``WORKSPACE`` (see ``Workspace.empty``)."""
+    return WORKSPACE.empty(shape, dtype)
+
+
+# ---------------------------------------------------------------- threads
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_threads = _default_threads()
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for the memory-bound loops (copies, adds, norms); BLAS has its own."""
+    global _threads, _executor
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
+    with _executor_lock:
+        _threads = n
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+            _executor = None
+
+
+def get_num_threads() -> int:
+    """Threads the memory-bound loops use (the number of usable cores unless set)."""
+    return _threads
+
+
+def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
+    """``[fn(start, stop), ...]`` over contiguous parts of ``range(n)``, run at the same time.
+
+    NumPy releases the GIL inside its loops, so memory-bound work split over the batch axis
+    runs on every core; the calling thread does the first part itself.
+    """
+    global _executor
+    parts = min(_threads, n)
+    if parts <= 1:
+        return [fn(0, n)]
+    bounds = [n * i // parts for i in range(parts + 1)]
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(_threads - 1, thread_name_prefix="pix2pred")
+        futures = [_executor.submit(fn, a, b) for a, b in itertools.pairwise(bounds[1:])]
+    return [fn(bounds[0], bounds[1]), *(f.result() for f in futures)]
+
+
+def chunks(n: int, rows_per_item: int, row_bytes: int) -> Iterator[tuple[int, int]]:
+    """Split ``range(n)`` into ``(start, stop)`` chunks of about ``CHUNK_BYTES`` each."""
+    step = max(1, CHUNK_BYTES // max(1, rows_per_item * row_bytes))
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
