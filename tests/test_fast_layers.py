@@ -504,3 +504,37 @@ def test_workspace_stays_under_its_budget():
     assert ws.nbytes <= 4000 and held.shape == (200, 10)
     ws.clear()
     assert ws.nbytes == 0
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    rng = np.random.default_rng(5)
+    x = in_layout(rng.standard_normal((7, 3, 10, 9)), "channels_last")
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    g, be = np.ones(4), np.zeros(4)
+
+    def run() -> list[np.ndarray]:
+        out, c1 = FL.conv_relu_pool_forward(x, w, b, {"pad": 1}, {"pool": 2, "stride": 2})
+        y, c2 = FL.spatial_batchnorm_forward(out, g, be, {"mode": "train"})
+        dy = np.cos(y)
+        dout, dg, dbe = FL.spatial_batchnorm_backward(dy, c2)
+        return [y.copy(), dg, dbe, *(a.copy() for a in FL.conv_relu_pool_backward(dout, c1))]
+
+    old = WS.get_num_threads()
+    try:
+        results = []
+        for n in (1, 3):
+            WS.set_num_threads(n)
+            with chunk_size(1):  # a chunk per sample, so every thread gets several
+                results.append(run())
+    finally:
+        WS.set_num_threads(old)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_parallel_covers_the_range_in_order_and_checks_its_argument():
+    parts = min(WS.get_num_threads(), 10)
+    expected = [(10 * i // parts, 10 * (i + 1) // parts) for i in range(parts)]
+    assert WS.parallel(lambda a, b: (a, b), 10) == expected
+    with pytest.raises(ValueError, match="positive int, got 0"):
+        WS.set_num_threads(0)

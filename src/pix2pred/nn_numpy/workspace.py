@@ -128,6 +128,18 @@ _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def _forget_threads_after_fork() -> None:
+    # A forked child has none of the parent's threads; holding on to the parent's pool (or
+    # to a lock some thread held at the fork) would hang it.
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+    WORKSPACE._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
+
+
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the memory-bound loops (copies, adds, norms); BLAS has its own."""
     global _threads, _executor
