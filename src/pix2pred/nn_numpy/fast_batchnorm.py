@@ -4,8 +4,9 @@ Batch norm does almost no arithmetic per number, so its speed is the number of p
 memory and the length of the runs NumPy's loops work on. The data is seen as a 2-D array
 whose rows are long contiguous runs (``_ChannelRows``); per-channel sums are BLAS
 matrix-vector products, and every pass works on cache-sized chunks shared among threads.
-Forward is one pass for the statistics and one for the output; backward one for the two
-parameter gradients and one for dx, which never materialises ``xhat``.
+Forward is one pass for the statistics (two when a channel's mean dwarfs its spread) and one
+for the output; backward one for the two parameter gradients and one for dx, which never
+materialises ``xhat``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Same names, arguments, shapes, caches-in/gradients-out contract and error messag
 else ``layers`` defines (activations, dropout, layer norm, ...) is re-exported unchanged, so a
 model picks its speed by picking its module.
 
-How the speed is won (details in ``im2col``):
+How the speed is won (details in ``im2col``, ``workspace`` and ``fast_batchnorm``):
 
 - Outputs are ``(N, C, H, W)`` arrays stored channels-last (``(N, H, W, C)`` in memory, as
   torch's ``channels_last``); inputs of any memory order are accepted. Elementwise NumPy
@@ -13,10 +13,12 @@ How the speed is won (details in ``im2col``):
   never transposes.
 - A convolution is one im2col copy (a strided window view, no Python loop over pixels) and
   one GEMM forward; backward reuses the cached column matrix for ``dw`` (one GEMM; the bias
-  gradient comes out of it through the column of ones) and computes ``dx`` in cache-sized
-  chunks of the batch: a GEMM, then ``KH * ceil(KW / stride)`` strided adds.
+  gradient comes out of it through the column of ones) and computes ``dx`` by one GEMM and
+  ``KH * ceil(KW / stride)`` strided adds per cache-sized chunk of the batch.
 - Pooling reads ``pool_h * pool_w`` strided views (a reshape when windows tile the input) and
   batch norm makes two passes over memory, each over cache-sized chunks of the batch.
+- Memory-bound loops (copies, adds, pooling, norms) run on every core: NumPy releases the
+  GIL, and ``workspace.parallel`` splits them over the batch (``workspace.set_num_threads``).
 - Large results go into reused ``workspace.WORKSPACE`` buffers; a buffer is reused only once no
   array (or view) of it is held, so keeping an output or a cache is always safe.
 """
@@ -155,8 +157,9 @@ def conv_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of ``conv_forward``: ``dout`` (N, F, H_out, W_out) → ``dx, dw, db``.
 
-    ``dx`` (N, C, H, W, stored channels-last) is None when ``need_dx`` is False, which a
-    network's first layer can ask for to skip a third of the work.
+    ``dx`` (N, C, H, W) is stored channels-last, or C-contiguous for inputs with few channels
+    (see ``im2col.conv_dx_nchw``); it is None when ``need_dx`` is False, which a network's
+    first layer can ask for to skip a third of the work.
     """
     cols, w, x_shape, stride, pad = cache
     C = x_shape[1]
