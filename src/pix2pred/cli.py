@@ -16,7 +16,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from pix2pred import cli_train
+from pix2pred import cli_resnet, cli_train
 from pix2pred.cli_options import (
     DatasetOpt,
     ImageSizeOpt,
@@ -255,6 +255,7 @@ def gradcheck(
 # ---------------------------------------------------------------------------------------------
 
 cli_train.register(app, train_app)
+cli_resnet.register(train_app)
 
 _USER_ERRORS = (
     ValueError,
