@@ -32,7 +32,7 @@ import numpy as np
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 
 #: Bytes of one chunk of work: a few operations on it run while it stays in cache.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 4 << 20
 
 
 T = TypeVar("T")
