@@ -129,12 +129,16 @@ def im2col(
         ),
     )
     src = window_view(xp, kernel, stride, out_hw)
+    rows = out_hw[0] * out_hw[1]
 
-    def copy(a: int, b: int) -> None:
-        np.copyto(dst[a:b], src[a:b])
+    def copy(lo: int, hi: int) -> None:
+        # The ones go in chunk by chunk, while the chunk's rows are still in cache.
+        for a, b in chunks(hi - lo, rows, cols.strides[0]):
+            a, b = a + lo, b + lo
+            np.copyto(dst[a:b], src[a:b])
+            cols[a * rows : b * rows, K] = 1
 
     parallel(copy, N)
-    cols[:, K] = 1
     return cols
 
 
