@@ -184,6 +184,10 @@ def col2im_add(
             np.add(dst, src, out=dst)
 
 
+#: Chunks of the dx computation are this many times ``workspace.CHUNK_BYTES`` (measured best).
+_DX_CHUNK_SCALE = 4
+
+
 def conv_dx(
     dout2: np.ndarray,
     w_rows: np.ndarray,
@@ -214,8 +218,8 @@ def conv_dx(
 
     # Chunk by chunk of the batch, so that the GEMM's output is still in cache for the adds
     # (read from memory they would run at a fraction of the speed: each reads one gappy
-    # ninth of the rows).
-    for n0, n1 in chunks(N, rows, K * dtype.itemsize):
+    # ninth of the rows). Larger chunks than elsewhere keep the GEMMs efficient.
+    for n0, n1 in chunks(N, rows, K * dtype.itemsize, _DX_CHUNK_SCALE):
         dcols = empty(((n1 - n0) * rows, K), dtype)  # (n * H_out * W_out, K)
         np.matmul(dout2[n0 * rows : n1 * rows], w_rows, out=dcols)
         target = dx[n0:n1]
@@ -265,7 +269,7 @@ def conv_dx_nchw(
                     slice(w0, w0 + sw * (j1 - j0 - 1) + 1, sw),
                 )
                 offsets.append((a, b, slice(i0, i1), slice(j0, j1), *dst))
-    for n0, n1 in chunks(N, rows, K * dtype.itemsize):
+    for n0, n1 in chunks(N, rows, K * dtype.itemsize, _DX_CHUNK_SCALE):
         dcols_t = empty((K, (n1 - n0) * rows), dtype)  # (K, n * H_out * W_out)
         np.matmul(w_rows.T, dout2[n0 * rows : n1 * rows].T, out=dcols_t)
         d6 = dcols_t.reshape(KH, KW, C, n1 - n0, Ho, Wo)

@@ -32,7 +32,7 @@ import numpy as np
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 
 #: Bytes of one chunk of work: a few operations on it run while it stays in cache.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 
 
 T = TypeVar("T")
@@ -175,8 +175,11 @@ def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
     return [fn(bounds[0], bounds[1]), *(f.result() for f in futures)]
 
 
-def chunks(n: int, rows_per_item: int, row_bytes: int) -> Iterator[tuple[int, int]]:
-    """Split ``range(n)`` into ``(start, stop)`` chunks of about ``CHUNK_BYTES`` each."""
-    step = max(1, CHUNK_BYTES // max(1, rows_per_item * row_bytes))
+def chunks(n: int, rows_per_item: int, row_bytes: int, scale: int = 1) -> Iterator[tuple[int, int]]:
+    """Split ``range(n)`` into ``(start, stop)`` chunks of about ``scale * CHUNK_BYTES`` each.
+
+    An item (a sample) is ``rows_per_item`` rows of ``row_bytes``; a chunk holds at least one.
+    """
+    step = max(1, scale * CHUNK_BYTES // max(1, rows_per_item * row_bytes))
     for start in range(0, n, step):
         yield start, min(n, start + step)
