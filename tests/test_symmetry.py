@@ -44,7 +44,7 @@ MIRRORED = {
     "optim": "optim",
 }
 SHARED = {"init", "convnet_spec"}
-NUMPY_ONLY = {"im2col"}
+NUMPY_ONLY = {"im2col", "fast_batchnorm", "workspace"}
 # Twins whose call signature differs by design (see the module docstring).
 OWN_SIGNATURE = {"optim"}
 
