@@ -13,7 +13,6 @@ from pix2pred.gradcheck import random_away_from_zero, random_distinct
 from pix2pred.nn_numpy import fast_layers as FL
 from pix2pred.nn_numpy import im2col as I
 from pix2pred.nn_numpy import layers as L
-from pix2pred.nn_numpy import winograd
 from pix2pred.nn_numpy import workspace as WS
 
 torch = pytest.importorskip("torch")
@@ -148,29 +147,6 @@ def test_conv_dx_both_layouts_of_the_adds_equal_the_reference(x_shape, w_shape, 
         FL.conv_backward,
         lambda x, w, b: L.conv_forward(x, w, b, stride=stride, pad=pad),
         L.conv_backward,
-        [x_shape, w_shape, (w_shape[0],)],
-    )
-
-
-@pytest.mark.parametrize(
-    ("x_shape", "w_shape", "pad"),
-    [
-        ((2, 3, 6, 6), (4, 3, 3, 3), 1),
-        ((2, 2, 7, 5), (3, 2, 3, 3), (2, 0)),
-        ((3, 4, 1, 1), (2, 4, 3, 3), 1),
-    ],
-)
-def test_winograd_conv_matches_torch(x_shape, w_shape, pad, monkeypatch):
-    monkeypatch.setattr(FL, "WINOGRAD", True)
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    assert (
-        FL.conv_forward(np.zeros(x_shape), np.zeros(w_shape), np.zeros(w_shape[0]), 1, pad)[1][0]
-        == "winograd"
-    )
-    check_layer(
-        lambda x, w, b: FL.conv_forward(x, w, b, stride=1, pad=pad),
-        FL.conv_backward,
-        lambda x, w, b: F.conv2d(x, w, b, padding=pad),
         [x_shape, w_shape, (w_shape[0],)],
     )
 

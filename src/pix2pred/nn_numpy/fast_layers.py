@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pix2pred.nn_numpy import fast_batchnorm, winograd
+from pix2pred.nn_numpy import fast_batchnorm
 from pix2pred.nn_numpy import im2col as I
 from pix2pred.nn_numpy import workspace as WS
 from pix2pred.nn_numpy.layers import (
@@ -110,11 +110,6 @@ __all__ = [
 
 # ---------------------------------------------------------------- convolution
 
-#: Whether 3x3 stride-1 convolutions with enough channels use Winograd F(2x2, 3x3) (see
-#: ``winograd``) instead of im2col. Off: measured slower here (its transforms move more data
-#: than im2col does: the GEMM output alone is 4x the layer's output).
-WINOGRAD = False
-
 
 def conv_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: IntPair = 1, pad: IntPair = 0
@@ -147,9 +142,6 @@ def conv_forward(
         _output_size(H, HH, stride[0], pad[0], "kernel height"),
         _output_size(W, WW, stride[1], pad[1], "kernel width"),
     )
-    if winograd.applicable(w.shape, stride, pad, WINOGRAD):
-        out, cache = winograd.conv_forward(x, w, b, pad, out_hw)
-        return I.nchw(out), ("winograd", cache)
     dtype = np.result_type(x, w, b)
     cols = I.im2col(I.to_nhwc(x, pad, dtype), (HH, WW), stride, out_hw)  # (M, K + 1)
     w_cols = np.empty((cols.shape[1], F), dtype)  # (K + 1, F): kernel in (HH, WW, C) order, bias
@@ -157,7 +149,7 @@ def conv_forward(
     w_cols[-1] = b
     out = WS.empty((cols.shape[0], F), dtype)  # (N * H_out * W_out, F)
     np.matmul(cols, w_cols, out=out)
-    return I.nchw(out.reshape(N, *out_hw, F)), ("im2col", (cols, w, x.shape, stride, pad))
+    return I.nchw(out.reshape(N, *out_hw, F)), (cols, w, x.shape, stride, pad)
 
 
 def conv_backward(
@@ -169,11 +161,6 @@ def conv_backward(
     (see ``im2col.conv_dx_nchw``); it is None when ``need_dx`` is False, which a network's
     first layer can ask for to skip a third of the work.
     """
-    method, cache = cache
-    if method == "winograd":
-        V = cache[0]
-        dx, dw, db = winograd.conv_backward(I.to_nhwc(dout, dtype=V.dtype), cache, need_dx)
-        return (None if dx is None else I.nchw(dx)), dw, db
     cols, w, x_shape, stride, pad = cache
     C = x_shape[1]
     F, _, HH, WW = w.shape

@@ -34,33 +34,27 @@ def nchw(x_nhwc: np.ndarray) -> np.ndarray:
     return x_nhwc.transpose(0, 3, 1, 2)
 
 
-def to_nhwc(
-    x: np.ndarray,
-    pad: tuple[int, int] = (0, 0),
-    dtype: np.dtype | None = None,
-    size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """x (N, C, H, W) as a C-contiguous (N, Hp, Wp, C) array, zero around x.
+def to_nhwc(x: np.ndarray, pad: tuple[int, int] = (0, 0), dtype: np.dtype | None = None):
+    """x (N, C, H, W) as a C-contiguous (N, H + 2 pad_h, W + 2 pad_w, C) array with zero borders.
 
-    x starts at row pad_h and column pad_w; ``(Hp, Wp)`` is ``size``, by default
-    ``(H + 2 pad_h, W + 2 pad_w)``. A view of x when it is channels-last already, unpadded
-    and of ``dtype``; otherwise one copy into a workspace buffer.
+    A view of x when it is channels-last already, unpadded and of ``dtype``; otherwise one copy
+    into a workspace buffer.
     """
     dtype = x.dtype if dtype is None else np.dtype(dtype)
     N, C, H, W = x.shape
     ph, pw = pad
-    Hp, Wp = (H + 2 * ph, W + 2 * pw) if size is None else size
-    assert Hp >= H + ph and Wp >= W + pw, f"size {size} cannot hold x {x.shape} at {pad}"
-    if (Hp, Wp) == (H, W) and x.dtype == dtype and is_channels_last(x):
+    if ph == pw == 0 and x.dtype == dtype and is_channels_last(x):
         return x.transpose(0, 2, 3, 1)
-    xp = empty((N, Hp, Wp, C), dtype)
+    xp = empty((N, H + 2 * ph, W + 2 * pw, C), dtype)
     x_nhwc = x.transpose(0, 2, 3, 1)
 
     def copy(a: int, b: int) -> None:
-        xp[a:b, :ph] = 0
-        xp[a:b, ph + H :] = 0
-        xp[a:b, ph : ph + H, :pw] = 0
-        xp[a:b, ph : ph + H, pw + W :] = 0
+        if ph:
+            xp[a:b, :ph] = 0
+            xp[a:b, ph + H :] = 0
+        if pw:
+            xp[a:b, ph : ph + H, :pw] = 0
+            xp[a:b, ph : ph + H, pw + W :] = 0
         xp[a:b, ph : ph + H, pw : pw + W] = x_nhwc[a:b]
 
     parallel(copy, N)
