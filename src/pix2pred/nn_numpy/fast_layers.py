@@ -143,12 +143,11 @@ def conv_forward(
         _output_size(W, WW, stride[1], pad[1], "kernel width"),
     )
     dtype = np.result_type(x, w, b)
-    cols = I.im2col(I.to_nhwc(x, pad, dtype), (HH, WW), stride, out_hw)  # (M, K + 1)
-    w_cols = np.empty((cols.shape[1], F), dtype)  # (K + 1, F): kernel in (HH, WW, C) order, bias
+    w_cols = np.empty((HH * WW * C + 1, F), dtype)  # (K + 1, F): kernel in (HH, WW, C) order, bias
     w_cols[:-1] = w.transpose(2, 3, 1, 0).reshape(-1, F)
     w_cols[-1] = b
-    out = WS.empty((cols.shape[0], F), dtype)  # (N * H_out * W_out, F)
-    np.matmul(cols, w_cols, out=out)
+    # cols (N * H_out * W_out, K + 1), out (N * H_out * W_out, F)
+    cols, out = I.im2col_gemm(I.to_nhwc(x, pad, dtype), w_cols, (HH, WW), stride, out_hw)
     return I.nchw(out.reshape(N, *out_hw, F)), (cols, w, x.shape, stride, pad)
 
 

@@ -74,6 +74,11 @@ def empty_like_layout(
 
 # ---------------------------------------------------------------- im2col / col2im
 
+#: Chunks around the GEMMs are this many times ``workspace.CHUNK_BYTES`` (measured best):
+#: larger than elsewhere, for efficient GEMMs, yet small enough to be read back from cache.
+_GEMM_CHUNK_SCALE = 2
+_DX_CHUNK_SCALE = 4
+
 
 def window_view(
     xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]
@@ -96,14 +101,22 @@ def window_view(
     )
 
 
-def im2col(
-    xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]
-) -> np.ndarray:
-    """Column matrix of a padded NHWC input, with a trailing column of ones for the bias.
+def im2col_gemm(
+    xp: np.ndarray,
+    w_cols: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The column matrix of a padded NHWC input, and its product with the kernel matrix.
+
+    Chunk by chunk of the batch: the threads copy a chunk's windows (and the column of ones
+    for the bias), then the GEMM multiplies the chunk while it is still in cache.
 
     Parameters
     ----------
-    xp : ndarray of shape (N, Hp, Wp, C), C-contiguous in (Wp, C)
+    xp : ndarray of shape (N, Hp, Wp, C), C-contiguous
+    w_cols : ndarray of shape (KH * KW * C + 1, F), the kernel in (a, b, c) order, then the bias
     kernel, stride : (KH, KW) and (stride_h, stride_w)
     out_hw : (H_out, W_out)
 
@@ -111,35 +124,31 @@ def im2col(
     -------
     cols : ndarray of shape (N * H_out * W_out, KH * KW * C + 1), rows in (n, i, j) order,
         columns in (a, b, c) kernel order then the ones (a workspace buffer)
+    out : ndarray of shape (N * H_out * W_out, F), ``cols @ w_cols`` (a workspace buffer)
     """
     N, _, _, C = xp.shape
     K = kernel[0] * kernel[1] * C
-    cols = empty((N * out_hw[0] * out_hw[1], K + 1), xp.dtype)
+    rows = out_hw[0] * out_hw[1]
+    dtype = xp.dtype
+    cols = empty((N * rows, K + 1), dtype)
+    out = empty((N * rows, w_cols.shape[1]), dtype)
     s = cols.strides[0]
     # (N, H_out, W_out, KH, KW * C) view of cols[:, :K]
     dst = as_strided(
         cols,
         shape=(N, *out_hw, kernel[0], kernel[1] * C),
-        strides=(
-            out_hw[0] * out_hw[1] * s,
-            out_hw[1] * s,
-            s,
-            kernel[1] * C * cols.itemsize,
-            cols.itemsize,
-        ),
+        strides=(rows * s, out_hw[1] * s, s, kernel[1] * C * dtype.itemsize, dtype.itemsize),
     )
     src = window_view(xp, kernel, stride, out_hw)
-    rows = out_hw[0] * out_hw[1]
+    for n0, n1 in chunks(N, rows, s, _GEMM_CHUNK_SCALE):
 
-    def copy(lo: int, hi: int) -> None:
-        # The ones go in chunk by chunk, while the chunk's rows are still in cache.
-        for a, b in chunks(hi - lo, rows, cols.strides[0]):
-            a, b = a + lo, b + lo
-            np.copyto(dst[a:b], src[a:b])
-            cols[a * rows : b * rows, K] = 1
+        def copy(a: int, b: int, n0: int = n0) -> None:
+            np.copyto(dst[n0 + a : n0 + b], src[n0 + a : n0 + b])
+            cols[(n0 + a) * rows : (n0 + b) * rows, K] = 1
 
-    parallel(copy, N)
-    return cols
+        parallel(copy, n1 - n0)
+        np.matmul(cols[n0 * rows : n1 * rows], w_cols, out=out[n0 * rows : n1 * rows])
+    return cols, out
 
 
 def _residue_classes(W_out: int, KW: int, sw: int) -> Iterator[tuple[int, int]]:
@@ -182,10 +191,6 @@ def col2im_add(
                 strides=(sN, sh * sH, q * sw * sW, sC),
             )
             np.add(dst, src, out=dst)
-
-
-#: Chunks of the dx computation are this many times ``workspace.CHUNK_BYTES`` (measured best).
-_DX_CHUNK_SCALE = 4
 
 
 def conv_dx(
