@@ -463,22 +463,25 @@ def test_held_outputs_and_caches_survive_later_calls():
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((4, 3, 8, 8)), rng.standard_normal((5, 3, 3, 3)), np.ones(5)
     x2 = rng.standard_normal((2, 3, 6, 6))
-    out1, cache1 = FL.conv_relu_pool_forward(x, w, b, {"pad": 1})
-    dout = rng.standard_normal(out1.shape)
-    kept = out1.copy()
-    grads1 = FL.conv_relu_pool_backward(dout, cache1)
-    kept_grads = [g.copy() for g in grads1]
+    g, be = np.full(5, 2.0), np.zeros(5)
+
+    def run(xi: np.ndarray) -> tuple[list[np.ndarray], object]:
+        """Forward and backward through conv-relu-pool then batch norm; all results returned."""
+        a, cache_a = FL.conv_relu_pool_forward(xi, w, b, {"pad": 1})
+        y, cache_y = FL.spatial_batchnorm_forward(a, g, be, {"mode": "train"})
+        da, dg, dbe = FL.spatial_batchnorm_backward(rng.standard_normal(y.shape), cache_y)
+        return [a, y, da, dg, dbe, *FL.conv_relu_pool_backward(da, cache_a)], cache_a
+
+    held, cache1 = run(x)
+    kept = [h.copy() for h in held]
     # Calls of the same and of other shapes, whose buffers could collide with held ones.
     for xi in (x, x2, x):
-        out2, cache2 = FL.conv_relu_pool_forward(xi, w, b, {"pad": 1})
-        FL.conv_relu_pool_backward(rng.standard_normal(out2.shape), cache2)
-        FL.spatial_batchnorm_forward(xi, np.ones(3), np.zeros(3), {"mode": "train"})
-    np.testing.assert_array_equal(out1, kept)
-    for g, k in zip(grads1, kept_grads, strict=True):
-        np.testing.assert_array_equal(g, k)
+        run(xi)
+    for h, k in zip(held, kept, strict=True):
+        np.testing.assert_array_equal(h, k)
     # The cache of call 1 still gives call 1's gradients.
-    for g, k in zip(FL.conv_relu_pool_backward(dout, cache1), kept_grads, strict=True):
-        np.testing.assert_array_equal(g, k)
+    for got, k in zip(FL.conv_relu_pool_backward(held[2], cache1), kept[5:], strict=True):
+        np.testing.assert_array_equal(got, k)
 
 
 def test_workspace_reuses_only_buffers_nobody_holds():
