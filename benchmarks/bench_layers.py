@@ -2,7 +2,7 @@
 
 Each framework runs in its own process (their thread pools slow each other down inside one):
 this script starts itself with ``--worker numpy`` and ``--worker torch``, collects their
-JSON and prints, per layer, the median forward and forward+backward times, their ratio
+JSON and prints, per layer, the best forward and forward+backward times, their ratio
 (ours / torch) and the effective GFLOP/s, next to each library's own float32 GEMM speed.
 Both sides get the same input memory order: "nchw" (C-contiguous) or "channels_last".
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -65,8 +64,11 @@ def flops(kind: str, shape: tuple[int, ...], p: dict[str, Any]) -> float:
     return 0.0
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+def best_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
+    """Best wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls.
+
+    The best, not the median: on a shared machine other processes only ever add time.
+    """
     for _ in range(warmup):
         fn()
     times = []
@@ -74,7 +76,7 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * min(times)
 
 
 # ---------------------------------------------------------------- workers
@@ -135,12 +137,12 @@ def numpy_worker(repeats: int) -> dict[str, Any]:
                 return bwd(dout, cache)
 
             results[f"{name}|{layout}"] = {
-                "fwd": median_ms(fwd, repeats),
-                "fwd_bwd": median_ms(fwd_bwd, repeats),
+                "fwd": best_ms(fwd, repeats),
+                "fwd_bwd": best_ms(fwd_bwd, repeats),
             }
     a = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
     c = np.empty_like(a)
-    gemm_ms = median_ms(lambda: np.matmul(a, a, out=c), repeats)
+    gemm_ms = best_ms(lambda: np.matmul(a, a, out=c), repeats)
     return {"cases": results, "gemm_gflops": 2 * GEMM_SIZE**3 / gemm_ms / 1e6, "blas": blas_info()}
 
 
@@ -200,12 +202,12 @@ def torch_worker(repeats: int, threads: int) -> dict[str, Any]:
                 op().backward(dout)
 
             results[f"{name}|{layout}"] = {
-                "fwd": median_ms(fwd, repeats),
-                "fwd_bwd": median_ms(fwd_bwd, repeats),
+                "fwd": best_ms(fwd, repeats),
+                "fwd_bwd": best_ms(fwd_bwd, repeats),
             }
     a = torch.randn(GEMM_SIZE, GEMM_SIZE, generator=gen)
     c = torch.empty_like(a)
-    gemm_ms = median_ms(lambda: torch.mm(a, a, out=c), repeats)
+    gemm_ms = best_ms(lambda: torch.mm(a, a, out=c), repeats)
     return {
         "cases": results,
         "gemm_gflops": 2 * GEMM_SIZE**3 / gemm_ms / 1e6,
@@ -309,7 +311,7 @@ def main() -> None:
         labels.append("ours env -u")
     torch_res = run_worker("torch", args)
     set_vars = {k: os.environ[k] for k in BLAS_VARS if k in os.environ}
-    print(f"batch 128, float32, median of {args.repeats} after 3 warm-up calls; times in ms")
+    print(f"batch 128, float32, best of {args.repeats} after 3 warm-up calls; times in ms")
     print(f"numpy: {ours[0]['blas']}; environment {set_vars or 'sets no OPENBLAS_* variables'}")
     if len(ours) > 1:
         print(f"numpy with env -u {' -u '.join(BLAS_VARS)}: {ours[1]['blas']}")
