@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from pix2pred.nn_numpy.workspace import chunks, empty, parallel
+from pix2pred.nn_numpy.workspace import chunks, empty
 
 # ---------------------------------------------------------------- layouts
 
@@ -46,18 +46,13 @@ def to_nhwc(x: np.ndarray, pad: tuple[int, int] = (0, 0), dtype: np.dtype | None
     if ph == pw == 0 and x.dtype == dtype and is_channels_last(x):
         return x.transpose(0, 2, 3, 1)
     xp = empty((N, H + 2 * ph, W + 2 * pw, C), dtype)
-    x_nhwc = x.transpose(0, 2, 3, 1)
-
-    def copy(a: int, b: int) -> None:
-        if ph:
-            xp[a:b, :ph] = 0
-            xp[a:b, ph + H :] = 0
-        if pw:
-            xp[a:b, ph : ph + H, :pw] = 0
-            xp[a:b, ph : ph + H, pw + W :] = 0
-        xp[a:b, ph : ph + H, pw : pw + W] = x_nhwc[a:b]
-
-    parallel(copy, N)
+    if ph:
+        xp[:, :ph] = 0
+        xp[:, ph + H :] = 0
+    if pw:
+        xp[:, ph : ph + H, :pw] = 0
+        xp[:, ph : ph + H, pw + W :] = 0
+    xp[:, ph : ph + H, pw : pw + W] = x.transpose(0, 2, 3, 1)
     return xp
 
 
@@ -110,8 +105,8 @@ def im2col_gemm(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The column matrix of a padded NHWC input, and its product with the kernel matrix.
 
-    Chunk by chunk of the batch: the threads copy a chunk's windows (and the column of ones
-    for the bias), then the GEMM multiplies the chunk while it is still in cache.
+    Chunk by chunk of the batch: a chunk's windows (and the column of ones for the bias) are
+    copied, then the GEMM multiplies the chunk while it is still in cache.
 
     Parameters
     ----------
@@ -140,13 +135,11 @@ def im2col_gemm(
         strides=(rows * s, out_hw[1] * s, s, kernel[1] * C * dtype.itemsize, dtype.itemsize),
     )
     src = window_view(xp, kernel, stride, out_hw)
+    # NOTE: no worker threads here: next to BLAS's own (which spin-wait between GEMMs) they
+    # made the whole convolution slower, and at times a third slower.
     for n0, n1 in chunks(N, rows, s, _GEMM_CHUNK_SCALE):
-
-        def copy(a: int, b: int, n0: int = n0) -> None:
-            np.copyto(dst[n0 + a : n0 + b], src[n0 + a : n0 + b])
-            cols[(n0 + a) * rows : (n0 + b) * rows, K] = 1
-
-        parallel(copy, n1 - n0)
+        np.copyto(dst[n0:n1], src[n0:n1])
+        cols[n0 * rows : n1 * rows, K] = 1
         np.matmul(cols[n0 * rows : n1 * rows], w_cols, out=out[n0 * rows : n1 * rows])
     return cols, out
 
