@@ -17,8 +17,9 @@ How the speed is won (details in ``im2col``, ``workspace`` and ``fast_batchnorm`
   ``KH * ceil(KW / stride)`` strided adds per cache-sized chunk of the batch.
 - Pooling reads ``pool_h * pool_w`` strided views (a reshape when windows tile the input) and
   batch norm makes two passes over memory, each over cache-sized chunks of the batch.
-- Memory-bound loops (copies, adds, pooling, norms) run on every core: NumPy releases the
-  GIL, and ``workspace.parallel`` splits them over the batch (``workspace.set_num_threads``).
+- Pooling and batch norm run on every core: NumPy releases the GIL, and
+  ``workspace.parallel`` splits them over the batch (``workspace.set_num_threads``). The
+  convolutions leave the cores to BLAS.
 - Large results go into reused ``workspace.WORKSPACE`` buffers; a buffer is reused only once no
   array (or view) of it is held, so keeping an output or a cache is always safe.
 """

@@ -9,7 +9,7 @@ Two things cost as much as the arithmetic in the fast layers, and this module re
    untouched for as long as a reference (or a view) to it exists.
 2. **One core doing memory-bound work.** BLAS uses every core for the GEMMs, but NumPy's
    copies and elementwise loops use one. They release the GIL, so ``parallel`` splits such
-   work over the batch and runs the parts on a small thread pool.
+   work (pooling, batch norm) over the batch and runs the parts on a small thread pool.
 
 Work is also cut into ``CHUNK_BYTES`` pieces (``chunks``) so that several operations on a
 piece run while it is still in cache.
