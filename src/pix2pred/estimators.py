@@ -86,7 +86,6 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 class NeuralClassifier:
     """Shared machinery of the trained classifiers; use a subclass."""
 
-    _model_name: ClassVar[str]
     _has_proba: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ scikit-learn contract
@@ -472,8 +471,6 @@ def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str
 
 class Softmax(NeuralClassifier):
     """Linear classifier with the softmax (cross-entropy) loss: one template per class."""
-
-    _model_name = "linear"
 
     def __init__(
         self,
