@@ -11,7 +11,8 @@ same seed, the same initial weights). The contract is written out in ``docs/mode
 The layers come from ``layers`` (affine, relu, norms, dropout) and ``fast_layers`` (conv, pool,
 spatial batch norm); no model does its own maths. A train-mode pass records each layer's cache
 on a ``_Tape``; the backward pass pops them in reverse, freeing each cache once used, and asks
-the first conv for no input gradient. An eval-mode pass keeps no cache at all.
+the first conv for no input gradient. An eval-mode pass keeps no cache at all, except in
+``backward_to_input``, which records an eval-mode pass to backpropagate to the input (saliency).
 """
 
 from __future__ import annotations
@@ -76,30 +77,41 @@ LN_EPS = 1e-5
 
 
 class _Tape:
-    """Runs layers forward and, in train mode, keeps their caches to backpropagate in reverse."""
+    """Runs layers forward and, in train mode, keeps their caches to backpropagate in reverse.
 
-    def __init__(self, params: dict[str, np.ndarray], train: bool) -> None:
+    ``record`` (default: ``train``) keeps the caches in eval mode too, so an eval-mode pass
+    (running batch-norm statistics, no dropout) can be backpropagated to its input.
+    """
+
+    def __init__(
+        self, params: dict[str, np.ndarray], train: bool, record: bool | None = None
+    ) -> None:
         self.params = params
         self.train = train
         self.mode = "train" if train else "eval"
+        self.record = train if record is None else record
         self._entries: list[tuple[Layer, Any, tuple[str, ...]]] = []
+        self.input_grad: np.ndarray | None = None
 
     def __call__(
         self, layer: Layer, x: np.ndarray, *args: Any, names: tuple[str, ...] = (), **kwargs: Any
     ) -> np.ndarray:
         """``layer``'s forward of ``x``, the params called ``names``, then ``args``/``kwargs``."""
         out, cache = layer.forward(x, *(self.params[n] for n in names), *args, **kwargs)
-        if self.train:
+        if self.record:
             self._entries.append((layer, cache, names))
         return out
 
-    def backward(self, dout: np.ndarray) -> dict[str, np.ndarray]:
-        """Backpropagate ``dout`` through every recorded layer; return the parameter grads."""
+    def backward(self, dout: np.ndarray, need_input_grad: bool = False) -> dict[str, np.ndarray]:
+        """Backpropagate ``dout`` through every recorded layer; return the parameter grads.
+
+        With ``need_input_grad`` the gradient of the input is kept in ``self.input_grad``.
+        """
         grads: dict[str, np.ndarray] = {}
         # Popping frees each cache as soon as its layer is done.
         while self._entries:
             layer, cache, names = self._entries.pop()
-            if layer.skip_dx and not self._entries:  # the first layer: nobody needs dX
+            if layer.skip_dx and not self._entries and not need_input_grad:  # nobody needs dX
                 result = layer.backward(dout, cache, need_dx=False)
             else:
                 result = layer.backward(dout, cache)
@@ -109,6 +121,8 @@ class _Tape:
                 grads.update(zip(names, result[1 : 1 + len(names)], strict=True))
             else:
                 dout = result
+        if need_input_grad:
+            self.input_grad = dout
         return grads
 
 
@@ -244,6 +258,24 @@ class Model:
         loss, dscores = self._data_loss(scores, np.asarray(y))
         grads = tape.backward(dscores)
         return loss, {k: grads[k] for k in self.params}  # in the order of params
+
+    def backward_to_input(
+        self, X: np.ndarray, dscores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode scores of ``X`` and the gradient of ``sum(scores * dscores)`` w.r.t. ``X``.
+
+        The layers' own backward passes carry ``dscores`` (N, num_classes) back to the input;
+        nothing in the model changes (as ``loss(X)``). Returns ``(scores, dX)``, ``dX`` shaped
+        like ``X``: what saliency maps and class visualisations need.
+        """
+        X = self._check_input(X)
+        tape = _Tape(self.params, train=False, record=True)
+        scores = self._forward(X, tape)
+        dscores = np.asarray(dscores, dtype=self.dtype)
+        if dscores.shape != scores.shape:
+            raise ValueError(f"dscores must have shape {scores.shape}, got {dscores.shape}")
+        tape.backward(dscores, need_input_grad=True)
+        return scores, np.asarray(tape.input_grad).reshape(X.shape)
 
     def _forward(self, X: np.ndarray, tape: _Tape) -> np.ndarray:
         raise NotImplementedError
