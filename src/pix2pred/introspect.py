@@ -5,6 +5,7 @@ dead ReLUs) need more than the scores. This module gives them, the same way for 
 `pix2pred.nn_numpy.models` model, a `pix2pred.nn_torch.models` model or a fitted estimator
 (its ``model_``):
 
+- `scores(model, X)`: eval-mode scores, as numpy, for either backend.
 - `input_gradient(model, X, dscores)`: eval-mode scores and ``d sum(scores * dscores) / dX``;
   numpy by the layers' own backward passes (``Model.backward_to_input``), torch by autograd.
 - `layer_outputs(model, X)`: the output of every layer, in order, under names shared by both
@@ -39,6 +40,7 @@ __all__ = [
     "layer_names",
     "layer_outputs",
     "layer_plan",
+    "scores",
     "unwrap",
 ]
 
@@ -272,6 +274,17 @@ def _numpy(t: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ public
+
+
+def scores(model: Any, X: Any) -> np.ndarray:
+    """Eval-mode class scores (N, num_classes) of the model input ``X`` (N, C, H, W)."""
+    model = unwrap(model)
+    if not is_torch(model):
+        return model.loss(np.asarray(X))
+    import torch
+
+    with torch.no_grad():
+        return _numpy(model.loss(_torch_input(model, X, False)))
 
 
 def input_gradient(model: Any, X: Any, dscores: Any) -> tuple[np.ndarray, np.ndarray]:
