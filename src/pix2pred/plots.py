@@ -213,3 +213,196 @@ def filter_grid(w: np.ndarray, path: str | os.PathLike[str], title: str = "") ->
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiments: several runs of one model on shared axes (pix2pred.experiments)
+
+
+def _smoothed(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, moving average)`` of ``values`` over ``window`` points, x at each window's end."""
+    if window <= 1 or values.size <= window:
+        return np.arange(values.size), values
+    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+    return np.arange(window - 1, values.size), smooth
+
+
+def loss_curves_plot(
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    iterations_per_epoch: int,
+    diverged: Sequence[str] = (),
+    title: str = "",
+) -> Path:
+    """Training loss of several runs on one log-scale axis, against epochs.
+
+    Each run is drawn faint per iteration and solid as a moving average. A run named in
+    ``diverged`` ends with a large cross where its last finite loss was (at the top edge when
+    that is off the chart) and says "diverged" in the legend; the y range follows the runs that
+    did not diverge, so one explosion does not flatten the others.
+    """
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.subplots()
+    per_epoch = max(1, int(iterations_per_epoch))
+    finite = [np.asarray(c, np.float64) for n, c in curves.items() if n not in diverged and len(c)]
+    finite = [c[np.isfinite(c) & (c > 0)] for c in finite]
+    finite = [c for c in finite if c.size]
+    top = max((c.max() for c in finite), default=None)
+    bottom = min((c.min() for c in finite), default=None)
+    for i, (name, values) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        loss = np.asarray(values, np.float64)
+        is_diverged = name in diverged
+        label = f"{name} (diverged)" if is_diverged else name
+        if loss.size == 0:
+            ax.plot([], [], color=color, marker="x", ls="none", label=f"{label}, no step")
+            continue
+        x_raw = (np.arange(loss.size) + 1) / per_epoch
+        ax.plot(x_raw, loss, color=color, alpha=0.2, lw=0.7)
+        idx, smooth = _smoothed(loss, max(1, per_epoch // 4))
+        ax.plot((idx + 1) / per_epoch, smooth, color=color, lw=1.8, label=label)
+        if is_diverged:
+            y_end = loss[-1] if top is None else min(loss[-1], top * 1.5)
+            ax.plot([x_raw[-1]], [y_end], color=color, marker="X", ms=12, mec="black", ls="none")
+            ax.annotate(
+                "diverged",
+                (x_raw[-1], y_end),
+                xytext=(6, 4),
+                textcoords="offset points",
+                color=color,
+                fontsize=9,
+                fontweight="bold",
+            )
+    ax.set_yscale("log")
+    if top is not None and bottom is not None:
+        ax.set_ylim(bottom / 1.3, top * 2.0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def accuracy_curves_plot(
+    train: Mapping[str, Sequence[float]],
+    val: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    diverged: Sequence[str] = (),
+    title: str = "",
+) -> Path:
+    """Training and validation accuracy per epoch of several runs, side by side.
+
+    A run named in ``diverged`` is drawn dashed up to its last complete epoch (it may have
+    none) and labelled as diverged.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, curves, split in ((axes[0], train, "training"), (axes[1], val, "validation")):
+        for i, (name, values) in enumerate(curves.items()):
+            acc = np.asarray(values, np.float64)
+            is_diverged = name in diverged
+            label = f"{name} (diverged)" if is_diverged else name
+            style = "x--" if is_diverged else "o-"
+            ax.plot(np.arange(1, acc.size + 1), acc, style, color=f"C{i % 10}", ms=4, label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{split} accuracy", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)
+
+
+def lr_schedules_plot(
+    schedules: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    iterations_per_epoch: int,
+    title: str = "",
+) -> Path:
+    """The learning rate of each run at every iteration (log scale), against epochs."""
+    fig = Figure(figsize=(7.5, 3.8))
+    ax = fig.subplots()
+    per_epoch = max(1, int(iterations_per_epoch))
+    for i, (name, rates) in enumerate(schedules.items()):
+        lr = np.asarray(rates, np.float64)
+        ax.plot((np.arange(lr.size) + 1) / per_epoch, lr, color=f"C{i % 10}", lw=1.8, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def value_sweep_plot(
+    values: Sequence[float | str],
+    train_acc: Sequence[float | None],
+    val_acc: Sequence[float | None],
+    path: str | os.PathLike[str],
+    *,
+    param: str,
+    logx: bool = False,
+    chance: float | None = None,
+    title: str = "",
+) -> Path:
+    """Final training and validation accuracy against a hyperparameter's value.
+
+    A value whose accuracy is None (its run diverged) is a red cross on the x axis labelled
+    "diverged". Numbers go on a linear or log axis (``logx``; a 0 among them makes it symlog);
+    anything else is categorical, in the order given.
+    """
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    x = np.asarray(values, np.float64) if numeric else np.arange(len(values), dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    done = np.array([v is not None for v in val_acc])
+    for accs, label, style in ((train_acc, "train", "s--"), (val_acc, "validation", "o-")):
+        keep = [i for i in order if accs[i] is not None]
+        ax.plot(x[keep], [accs[i] for i in keep], style, ms=6, label=label)
+    if chance is not None:
+        ax.axhline(chance, color="0.5", ls=":", lw=1, label="chance")
+    if (~done).any():
+        bad = np.flatnonzero(~done)
+        ax.plot(x[bad], np.zeros(bad.size), "X", color="red", ms=12, mec="black", label="diverged")
+        for i in bad:
+            ax.annotate(
+                "diverged",
+                (x[i], 0.0),
+                xytext=(0, 10),
+                textcoords="offset points",
+                ha="center",
+                color="red",
+                fontsize=9,
+                fontweight="bold",
+            )
+    if numeric and logx:
+        positive = x[x > 0]
+        if positive.size < x.size and positive.size:
+            ax.set_xscale("symlog", linthresh=float(positive.min()))
+        elif positive.size:
+            ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(x, [str(v) for v in values])
+    elif x.size <= 12:
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+    ax.set_ylim(bottom=-0.05, top=max(1e-3, *(a for a in [*train_acc, *val_acc] if a)) * 1.15)
+    ax.set_xlabel(f"{param}{' (log scale)' if numeric and logx else ''}")
+    ax.set_ylabel("final accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
