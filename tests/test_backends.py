@@ -103,7 +103,10 @@ def test_saved_model_loads_in_the_other_backend_with_the_same_predictions(key, b
             np.testing.assert_array_equal(loaded.state_dict()[name], value)
         same = type(est).load(path)
         assert same.backend == backend
-        np.testing.assert_array_equal(same.decision_function(X_new), expected)
+        if same.device_ == "cpu":
+            np.testing.assert_array_equal(same.decision_function(X_new), expected)
+        else:  # cuDNN may pick another convolution algorithm for the reloaded model
+            np.testing.assert_allclose(same.decision_function(X_new), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("key", ["svm", "mlp-batchnorm", "convnet"])
@@ -117,7 +120,7 @@ def test_both_backends_fit_to_the_same_model(key):
     )
     expected = fitted["numpy"].decision_function(X)
     np.testing.assert_allclose(fitted["torch"].decision_function(X), expected, rtol=1e-8)
-    assert fitted["torch"].device_ == "cpu"
+    assert fitted["torch"].device_ == ("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
 def test_torch_estimator_keeps_the_keywords_and_its_model_on_the_device():
