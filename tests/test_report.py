@@ -215,3 +215,184 @@ def test_chromium_probe_sees_broken_images_and_fetches(tmp_path):
     probe = render_in_chromium(path, tmp_path)
     assert [i["w"] for i in probe["imgs"]] == [0, 0]
     assert any("csp" in e and "192.0.2.1" in e for e in probe["errors"]), probe["errors"]
+
+
+# ------------------------------------------------------------------------------ run reports
+
+
+def _cli(capsys, *args):
+    from pix2pred.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def _section_titles(document: str) -> list[str]:
+    return re.findall(r'<section id="[^"]+"><h2>(.*?)</h2>', document)
+
+
+SMALL = ["--n-train", "300", "--n-test", "80", "--image-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def softmax_run(tmp_path_factory):
+    """A quick softmax run on synthetic data, trained once for the tests below."""
+    from pix2pred.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "softmax"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "softmax", "-d", "synthetic", *SMALL, "--epochs", "2", "-o", str(out)])
+    assert exc.value.code == 0
+    return out
+
+
+def test_training_writes_a_report_that_renders(softmax_run, tmp_path):
+    path = softmax_run / "report.html"
+    document = path.read_text(encoding="utf-8")
+    assert _section_titles(document) == [
+        "Summary",
+        "Training curves",
+        "Confusion matrix",
+        "Per-class accuracy",
+        "Worst mistakes",
+        "What the model learned",
+        "Saliency",
+        "Configuration",
+    ]
+    metrics = json.loads((softmax_run / "metrics.json").read_text())
+    assert f"{metrics['test_accuracy']:.1%}" in document
+    sizes = check_self_contained(document)
+    # curves, confusion, templates; 16 mistakes; 8 saliency tiles of 2 images each
+    n_wrong = round((1 - metrics["test_accuracy"]) * 80)
+    assert len(sizes) == 3 + min(16, n_wrong) + 16
+    assert document.count("class='tile'") == min(16, n_wrong) + 8
+    probe = render_in_chromium(path, tmp_path)
+    assert probe["errors"] == []
+    assert len(probe["imgs"]) == len(sizes)
+    assert all(i["complete"] and i["w"] > 0 and i["h"] > 0 for i in probe["imgs"])
+    for word in ("test accuracy", "worst mistakes", "predicted:", "spiral-0"):
+        assert word in probe["text"].lower()
+
+
+def test_report_command_rebuilds_the_same_report(softmax_run, tmp_path, capsys):
+    import shutil as sh
+
+    copy = tmp_path / "copy"
+    sh.copytree(softmax_run, copy)
+    (copy / "report.html").unlink()
+    code, out, _ = _cli(capsys, "report", copy)
+    assert code == 0 and "report.html" in out
+    before = (softmax_run / "report.html").read_text(encoding="utf-8")
+    after = (copy / "report.html").read_text(encoding="utf-8")
+    assert _section_titles(after) == _section_titles(before)
+    # the same mistakes: the same embedded test images in the same order
+    imgs = re.findall(r'<img class="pixels" src="([^"]+)"', before)
+    assert imgs == re.findall(r'<img class="pixels" src="([^"]+)"', after)
+
+
+def test_report_without_the_data_says_why_and_shows_the_rest(softmax_run, tmp_path, capsys):
+    import shutil as sh
+
+    copy = tmp_path / "copy"
+    sh.copytree(softmax_run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["data"] |= {"dataset": "folder", "root": str(tmp_path / "moved-away")}
+    (copy / "config.json").write_text(json.dumps(config))
+    code, _, _ = _cli(capsys, "report", copy)
+    assert code == 0
+    document = (copy / "report.html").read_text(encoding="utf-8")
+    assert "Not shown: the test images could not be loaded again" in document
+    assert "moved-away" in document
+    assert "Saliency" not in _section_titles(document)
+    assert "What the model learned" in _section_titles(document)  # from the run's PNG
+    check_self_contained(document)
+
+
+def test_report_command_errors_name_the_folder(tmp_path, capsys):
+    code, _, err = _cli(capsys, "report", tmp_path)
+    assert code == 2 and str(tmp_path) in err and "not a pix2pred run folder" in err
+
+
+def test_a_failing_report_does_not_lose_the_run(tmp_path, capsys, monkeypatch):
+    from pix2pred import report_run
+
+    def broken(view):
+        raise RuntimeError("figure exploded")
+
+    monkeypatch.setattr(report_run, "build_sections", broken)
+    out = tmp_path / "run"
+    code, _, err = _cli(
+        capsys, "train", "svm", "-d", "synthetic", *SMALL, "--epochs", "1", "-o", out
+    )
+    assert code == 0
+    assert "warning: could not write" in err and "figure exploded" in err
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    assert not (out / "report.html").exists()
+
+
+def test_knn_and_cnn_reports(tmp_path, capsys):
+    knn = tmp_path / "knn"
+    code, _, _ = _cli(capsys, "train", "knn", "-d", "synthetic", *SMALL, "--ks", "1,3", "-o", knn)
+    assert code == 0
+    document = (knn / "report.html").read_text(encoding="utf-8")
+    titles = _section_titles(document)
+    assert titles[:2] == ["Summary", "Choosing k"]
+    assert "Nearest neighbours of the worst mistakes" in titles and "Saliency" not in titles
+    check_self_contained(document)
+    cnn = tmp_path / "cnn"
+    code, _, _ = _cli(
+        capsys,
+        "train",
+        "cnn",
+        "-d",
+        "synthetic",
+        *SMALL,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100",
+        "-o",
+        cnn,
+    )
+    assert code == 0
+    document = (cnn / "report.html").read_text(encoding="utf-8")
+    assert "Grad-CAM" in document and "first convolution layer" in document
+    probe = render_in_chromium(cnn / "report.html", tmp_path)
+    assert probe["errors"] == [] and all(i["w"] > 0 for i in probe["imgs"])
+
+
+def test_class_names_are_escaped_in_a_run_report(tmp_path, capsys):
+    """A folder dataset whose class is called <script>: the report shows it as text."""
+    rng = np.random.default_rng(0)
+    names = ["<script>", 'a&b "q"']
+    for split, n in (("train", 12), ("test", 6)):
+        for c, name in enumerate(names):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 80, (8, 8, 3)) + 150 * c
+                Image.fromarray(img.astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    code, _, err = _cli(
+        capsys,
+        "train",
+        "softmax",
+        "-d",
+        "folder",
+        "--root",
+        tmp_path / "data",
+        "--epochs",
+        "1",
+        "--val-size",
+        "0",
+        "-o",
+        out,
+    )
+    assert code == 0, err
+    document = (out / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in document and "&lt;script&gt;" in document
+    probe = render_in_chromium(out / "report.html", tmp_path)
+    assert probe["errors"] == []
+    assert "<script>" in probe["text"] and 'a&b "q"' in probe["text"]

@@ -200,7 +200,8 @@ def train_knn(
     model.fit(ds.X_train, ds.y_train)
     with console.status(f"predicting {len(ds.y_test)} test images with k={k_used}"):
         t0 = time.perf_counter()
-        y_pred = model.predict(ds.X_test)
+        votes = model.predict_proba(ds.X_test)  # (N, n_classes); argmax = predict's vote
+        y_pred = model.classes_[np.argmax(votes, axis=1)]
         metrics["predict_seconds"] = time.perf_counter() - t0
     cm = confusion_matrix(ds.y_test, y_pred, len(ds.classes))
     metrics.update(
@@ -220,7 +221,23 @@ def train_knn(
         f"kNN k={k_used} ({metric}) on {ds.title}: test accuracy {metrics['test_accuracy']:.2%} "
         f"(cv best k={best_k}, {metrics['cv']['mean'][k_values.index(best_k)]:.2%})"
     )
+    cli_train._report(run_dir, dataset=ds, model=model, scores=votes)
     out.print(f"run folder: {run_dir}")
+
+
+# ---------------------------------------------------------------------------------------------
+# pix2pred report
+
+
+@app.command("report")
+def report(
+    run: Annotated[Path, typer.Argument(help="A run folder written by pix2pred train.")],
+) -> None:
+    """Build (again) the run folder's report.html: one self-contained page of its results."""
+    from pix2pred.report import write_run_report
+
+    console.print(f"building the report of {run} (loading its model and test images)")
+    out.print(f"wrote {write_run_report(run, progress=True)}")
 
 
 # ---------------------------------------------------------------------------------------------

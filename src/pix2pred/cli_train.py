@@ -167,7 +167,8 @@ def train_run(
     est.save(run_dir / "model")
 
     t0 = time.perf_counter()
-    y_pred = est.predict(ds.X_test)
+    scores = est.decision_function(ds.X_test)
+    y_pred = est.classes_[np.argmax(scores, axis=1)]
     predict_seconds = time.perf_counter() - t0
     cm = confusion_matrix(ds.y_test, y_pred, len(ds.classes))
     test_acc = accuracy(ds.y_test, y_pred)
@@ -210,8 +211,20 @@ def train_run(
         f"{kind} on {ds.title}: test accuracy {test_acc:.2%} "
         f"({metrics['num_params']:,} parameters, trained in {train_seconds:.1f} s)"
     )
+    _report(run_dir, dataset=ds, model=est, scores=scores)
     out.print(f"run folder: {run_dir}")
     return run_dir
+
+
+def _report(run_dir: Path, **inputs: Any) -> None:
+    """Write the run's report.html; a failure is only a warning (the run is already saved)."""
+    from pix2pred.report import try_write_run_report
+
+    def warn(msg: str) -> None:
+        console.print(msg, style="yellow", markup=False)
+
+    if try_write_run_report(run_dir, warn=warn, **inputs) is not None:
+        out.print(f"report: {run_dir / 'report.html'}")
 
 
 def make_train_command(kind: str):

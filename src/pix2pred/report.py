@@ -15,6 +15,7 @@ Building blocks (``pix2pred compare`` and others build their pages from these):
 - :func:`table` — rows of cells, each escaped unless it is :class:`Markup`.
 - :func:`bar` — a horizontal bar for a fraction in [0, 1] (accuracies, probabilities).
 - :func:`cards` — headline numbers as a row of labelled cards.
+- :func:`columns` — blocks side by side (they wrap on a narrow screen).
 - :func:`section` — a titled part of a page; :func:`page` — the whole document;
   :func:`write_html` — write it atomically.
 
@@ -81,13 +82,17 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .bar.good .fill { background: var(--good); }
 .bar .lab { font-size: 13px; font-variant-numeric: tabular-nums; }
 .tiles { display: flex; flex-wrap: wrap; gap: 12px; }
-.tile { border: 1px solid var(--line); border-radius: 8px; padding: 8px; width: 236px;
+.tile { border: 1px solid var(--line); border-radius: 8px; padding: 8px; width: 250px;
   font-size: 13px; }
-.tile .row { display: flex; gap: 8px; align-items: flex-start; }
+.tile .row { display: flex; gap: 10px; align-items: flex-start; margin-bottom: 4px; }
+.tile table { width: 100%; margin: 0; font-size: 12px; }
+.tile td { padding: 2px 4px; }
 .tile .bar { min-width: 0; }
-.tile .bar .track { width: 70px; }
-.tag-true { color: var(--good); font-weight: 600; }
-.tag-pred { color: var(--bad); font-weight: 600; }
+.tile .bar .track { width: 64px; }
+.split { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
+.split > * { flex: 0 1 auto; min-width: 0; }
+.tag-true, .tag-good { color: var(--good); font-weight: 600; }
+.tag-pred, .tag-bad { color: var(--bad); font-weight: 600; }
 details { margin: 6px 0; }
 summary { cursor: pointer; color: var(--muted); }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
@@ -95,9 +100,23 @@ code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-si
 
 
 class Markup(str):
-    """A string that is already HTML: the blocks insert it as is instead of escaping it."""
+    """A string that is already HTML: the blocks insert it as is instead of escaping it.
+
+    ``Markup + str`` (either order) escapes the plain string and stays Markup, so that text
+    cannot slip into a page unescaped; build larger pieces with f-strings inside ``Markup()``.
+    """
 
     __slots__ = ()
+
+    def __add__(self, other: object) -> Markup:
+        if not isinstance(other, str):
+            return NotImplemented
+        return Markup(str.__add__(self, escape(other)))
+
+    def __radd__(self, other: object) -> Markup:
+        if not isinstance(other, str):
+            return NotImplemented
+        return Markup(str.__add__(escape(other), self))
 
 
 Content = str | Markup | Iterable["Content"] | None
@@ -211,9 +230,9 @@ def table(
 
     parts = ["<table>"]
     if header is not None:
-        parts.append("<tr>" + "".join(cell("th", j, h) for j, h in enumerate(header)) + "</tr>")
+        parts.append(f"<tr>{''.join(cell('th', j, h) for j, h in enumerate(header))}</tr>")
     for row in rows:
-        parts.append("<tr>" + "".join(cell("td", j, v) for j, v in enumerate(row)) + "</tr>")
+        parts.append(f"<tr>{''.join(cell('td', j, v) for j, v in enumerate(row))}</tr>")
     parts.append("</table>")
     return Markup("".join(parts))
 
@@ -225,6 +244,11 @@ def cards(items: Iterable[tuple[str, Any]]) -> Markup:
         for k, v in items
     )
     return Markup(f'<div class="cards">{body}</div>')
+
+
+def columns(*parts: Content) -> Markup:
+    """Blocks side by side, wrapping under each other on a narrow screen."""
+    return Markup(f'<div class="split">{"".join(f"<div>{_join(p)}</div>" for p in parts)}</div>')
 
 
 def _anchor(title: str) -> str:
@@ -268,3 +292,29 @@ def write_html(path: str | os.PathLike[str], document: str) -> Path:
     """Write a document atomically (a reader never sees half a file); returns the path."""
     write_bytes(path, document.encode("utf-8"))
     return Path(path)
+
+
+def write_run_report(run_dir: str | os.PathLike[str], **inputs: Any) -> Path:
+    """Build ``report.html`` in a run folder from its files; returns its path.
+
+    ``inputs`` are what the training command still holds in memory (``dataset``,
+    ``estimator``, ...), which spares reloading them; see
+    :func:`pix2pred.report_run.write_run_report` for the list. Without them the data and the
+    model are loaded again from the run's ``config.json`` and model files.
+    """
+    from pix2pred import report_run
+
+    return report_run.write_run_report(Path(run_dir), **inputs)
+
+
+def try_write_run_report(run_dir: str | os.PathLike[str], warn: Any = print, **inputs: Any):
+    """:func:`write_run_report`, but a failure only calls ``warn(message)`` and returns None.
+
+    Training commands use this: their model and metrics are already written, and a report
+    error must not turn a finished run into a failed one.
+    """
+    try:
+        return write_run_report(run_dir, **inputs)
+    except Exception as e:  # NOTE: any report error is only a warning here
+        warn(f"warning: could not write {Path(run_dir) / REPORT_FILE}: {type(e).__name__}: {e}")
+        return None
