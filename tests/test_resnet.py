@@ -464,3 +464,37 @@ def test_cli_resume_reads_the_run_config_and_state(tmp_path):
     assert after["history"]["loss"] == before["history"]["loss"]
     missing = CliRunner().invoke(app, ["train", "resnet", "--epochs", "1"])
     assert "--dataset is required" in str(missing.exception)
+
+
+def test_evaluate_and_predict_take_a_resnet_run(tmp_path, capsys):
+    from PIL import Image
+
+    from pix2pred.cli import main
+    from pix2pred.nn_torch.resnet import FORMAT
+    from pix2pred.run_model import RESNET_FORMAT, load_run_model
+
+    assert FORMAT == RESNET_FORMAT
+
+    def cli(*args: str) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        assert exc.value.code == 0
+        return capsys.readouterr().out
+
+    out = tmp_path / "run"
+    cli("train", "resnet", "-d", "synthetic", "--n-train", "60", "--n-test", "30",
+        "--image-size", "12", "--epochs", "1", "--batch-size", "30", "--widths", "4,8,8",
+        "--tta", "1", "--out", str(out))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"accuracy {metrics['test_accuracy']:.2%}" in cli("evaluate", str(out))
+
+    est = load_run_model(out, device="cpu")
+    assert est.tta == 1 and est.image_shape_ == (12, 12, 3)
+    image = np.random.default_rng(0).integers(0, 256, (20, 16, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    printed = cli("predict", str(out), str(tmp_path / "x.png"), "--top", "2")
+    assert "x.png" in printed and printed.count("%") == 2
+    with pytest.raises(ValueError, match=r"X must be images \(N, 12, 12, 3\)"):
+        est.predict(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="no saved model"):
+        load_run_model(tmp_path)

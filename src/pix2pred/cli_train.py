@@ -334,16 +334,18 @@ def evaluate(
     device: DeviceOpt = None,
 ) -> None:
     """Accuracy, per-class accuracy and the confusion matrix of a trained run."""
-    from pix2pred.estimators import NeuralClassifier
     from pix2pred.metrics import accuracy, confusion_matrix, per_class_accuracy
     from pix2pred.plots import confusion_matrix_plot
+    from pix2pred.run_model import load_run_model
     from pix2pred.runs import read_run
 
     if split not in ("test", "val"):
         raise ValueError(f"--split must be test or val, got {split!r}")
     config, _ = read_run(run)
-    est = NeuralClassifier.load(run / "model", device=device)
-    d, p = config["data"], config["params"]
+    est = load_run_model(run, device=device)
+    d = config["data"]
+    # A `train resnet` run keeps its split seed with the architecture.
+    p = config.get("params") or {"seed": config["architecture"]["seed"], "val_size": d["val_size"]}
     if dataset is not None:
         d = {**d, "dataset": dataset, "root": str(root) if root else None}
     elif root is not None:
@@ -385,11 +387,11 @@ def predict(
 ) -> None:
     """Top classes with probabilities for each image, converted and resized as in training."""
     from pix2pred.data.image_file import read_image
-    from pix2pred.estimators import NeuralClassifier
+    from pix2pred.run_model import load_run_model
     from pix2pred.runs import read_run
 
     config, _ = read_run(run)
-    est = NeuralClassifier.load(run / "model", device=device)
+    est = load_run_model(run, device=device)
     H, W, C = est.image_shape_
     X = np.stack([read_image(path, (H, W), C) for path in images])
     scores = est.decision_function(X)
