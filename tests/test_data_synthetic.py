@@ -124,3 +124,25 @@ def test_load_dataset_rejects_bad_values(args, kwargs, match):
 
 def test_datasets_tuple():
     assert DATASETS == ("synthetic", "cifar10", "folder")
+
+
+def test_difficulty_hurts_nearest_neighbours_more_than_a_linear_classifier():
+    from pix2pred.knn import KNearestNeighbors
+
+    def accuracies(difficulty):
+        X_tr, y_tr, X_te, y_te, _ = make_synthetic(
+            1000, 300, image_size=16, seed=0, difficulty=difficulty
+        )
+        knn = KNearestNeighbors(k=5).fit(X_tr, y_tr).score(X_te, y_te)
+        return knn, _ridge_accuracy(X_tr, y_tr, X_te, y_te)
+
+    knn_easy, linear_easy = accuracies(0.0)
+    knn_hard, linear_hard = accuracies(1.0)
+    assert knn_easy > 0.9 and knn_hard < knn_easy - 0.3  # lighting and clutter move distances
+    assert linear_hard > 0.25 and knn_easy - knn_hard > linear_easy - linear_hard
+
+
+@pytest.mark.parametrize("difficulty", [-0.5, 2.5, "hard", True])
+def test_bad_difficulty(difficulty):
+    with pytest.raises(ValueError, match="difficulty must be a float in"):
+        make_synthetic(10, 10, difficulty=difficulty)

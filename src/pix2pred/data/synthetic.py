@@ -6,6 +6,13 @@ foreground colour, both random per image, plus Gaussian pixel noise. The classes
 position are jittered, so a linear classifier does clearly better than chance but a CNN does
 better still. Generation is vectorised and seeded: the same arguments give identical arrays, and
 the test set does not depend on ``n_train``.
+
+``difficulty`` (default 1) adds nuisances that the classes do not share: a colour ramp of uneven
+lighting across each image, a few random rectangles of clutter, a random zoom of every pattern,
+turned checkerboards and now and then a dark pattern on a light ground. They move pixel
+distances far more than class evidence, so kNN falls to about linear accuracy while a CNN keeps
+learning the shapes: the course's kNN/linear < MLP < CNN. ``difficulty=0`` gives the easier
+set of earlier versions, image for image.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import statistics
 
 import numpy as np
 
-__all__ = ["CLASSES", "DEFAULT_NOISE", "make_synthetic"]
+__all__ = ["CLASSES", "DEFAULT_DIFFICULTY", "DEFAULT_NOISE", "make_synthetic"]
 
 CLASSES: tuple[str, ...] = (
     "spiral-0",
@@ -31,6 +38,7 @@ CLASSES: tuple[str, ...] = (
     "circle-large",
 )
 DEFAULT_NOISE = 0.25
+DEFAULT_DIFFICULTY = 1.0
 
 _SPIRAL_ROTATIONS = np.deg2rad([0.0, 120.0, 240.0])
 _CHECKER_SQUARES = (0.5, 0.25, 0.125)  # side of one square, in units where the image spans 2
@@ -84,6 +92,8 @@ def _patterns(
         k = np.flatnonzero(label == c)
         du = u - p["cx"][k][ex]  # (k, H, W)
         dv = v - p["cy"][k][ex]
+        if "zoom" in p:  # the harder set: every pattern scaled, checkerboards turned too
+            du, dv = du / p["zoom"][k][ex], dv / p["zoom"][k][ex]
         if c < 3:
             theta = np.arctan2(dv, du)
             r = np.hypot(du, dv)
@@ -91,8 +101,13 @@ def _patterns(
             m[k] = np.clip(0.5 + 1.5 * np.cos(theta - 3.0 * np.pi * r - rot), 0.0, 1.0)
         elif c < 6:
             f = np.pi / _CHECKER_SQUARES[c - 3]
-            sx = np.sin(f * (u + p["phase_x"][k][ex]))
-            sy = np.sin(f * (v + p["phase_y"][k][ex]))
+            if "zoom" in p:
+                cos, sin = np.cos(p["angle"][k][ex]), np.sin(p["angle"][k][ex])
+                du, dv = du * cos + dv * sin, dv * cos - du * sin
+            else:
+                du, dv = u, v
+            sx = np.sin(f * (du + p["phase_x"][k][ex]))
+            sy = np.sin(f * (dv + p["phase_y"][k][ex]))
             m[k] = np.clip(0.5 + 4.0 * sx * sy, 0.0, 1.0)
         elif c == 6:
             a = 2.0 * np.pi * p["phase_x"][k][ex]  # any direction
@@ -106,11 +121,30 @@ def _patterns(
     return m
 
 
+def _clutter(
+    n: int, u: np.ndarray, v: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random soft-edged rectangles drawn over the pattern, for nuisance the classes do not share.
+
+    Returns ``alpha (n, count, H, W)`` float32 in ``[0, 1]`` and ``colour (n, count, 3)`` float32.
+    """
+    ex = (slice(None), slice(None), None, None)  # (n, count) -> (n, count, 1, 1)
+    centre = rng.uniform(-1.0, 1.0, (2, n, count)).astype(np.float32)
+    half = rng.uniform(0.08, 0.25, (2, n, count)).astype(np.float32)
+    edge = 2.0 / u.shape[1]
+    inside_u = (half[0][ex] - np.abs(u - centre[0][ex])) / edge
+    inside_v = (half[1][ex] - np.abs(v - centre[1][ex])) / edge
+    alpha = np.clip(np.minimum(inside_u, inside_v) + 0.5, 0.0, 1.0)  # (n, count, H, W)
+    alpha *= rng.uniform(0.6, 1.0, (n, count, 1, 1)).astype(np.float32)
+    return alpha, rng.uniform(0.0, 1.0, (n, count, 3)).astype(np.float32)
+
+
 def _generate(
-    n: int, hw: tuple[int, int], noise: float, rng: np.random.Generator
+    n: int, hw: tuple[int, int], noise: float, difficulty: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` balanced, shuffled images; returns ``X (n, H, W, 3) uint8, y (n,) int64``."""
     H, W = hw
+    d = difficulty
     y = rng.permutation(np.arange(n, dtype=np.int64) % len(CLASSES))
     p = {
         "cx": rng.uniform(-0.2, 0.2, n),
@@ -123,6 +157,16 @@ def _generate(
     p = {k: a.astype(np.float32) for k, a in p.items()}
     fg = rng.uniform(0.55, 1.0, (n, 3)).astype(np.float32)
     bg = rng.uniform(0.0, 0.45, (n, 3)).astype(np.float32)
+    if d > 0:
+        # NOTE: drawn after the easy set's parameters, so difficulty=0 keeps its exact images.
+        swap = rng.random(n) < 0.05 * d  # dark pattern on a light ground
+        fg[swap], bg[swap] = bg[swap].copy(), fg[swap].copy()
+        # zoom x0.82-1.22 keeps classes that differ by 2x in scale (checkers, circles) apart
+        p["zoom"] = np.exp(rng.uniform(-0.2, 0.2, n) * min(d, 1.0)).astype(np.float32)
+        # uneven lighting: a colour ramp across each image, which moves pixel distances a lot
+        # and class evidence not at all
+        ramp = rng.uniform(-0.6 * d, 0.6 * d, (n, 2, 3)).astype(np.float32)
+    n_clutter = max(1, round(2 * d))
     v, u = np.meshgrid(
         np.linspace(-1.0, 1.0, H, dtype=np.float32),
         np.linspace(-1.0, 1.0, W, dtype=np.float32),
@@ -143,6 +187,18 @@ def _generate(
         img = quantiles[idx]  # (b, H, W, 3)
         img += base[sl, None, None, :]
         img += m * span[sl, None, None, :]
+        if d > 0:
+            # NOTE: one scratch buffer and in-place ops: fresh (b, H, W, 3) temporaries cost
+            # more in page faults than the arithmetic
+            tmp = np.multiply(u[None, :, :, None], 255.0 * ramp[sl, None, None, 0], dtype=img.dtype)
+            img += tmp
+            np.multiply(v[None, :, :, None], 255.0 * ramp[sl, None, None, 1], out=tmp)
+            img += tmp
+            alpha, colour = _clutter(len(m), u, v, n_clutter, rng)
+            for j in range(n_clutter):
+                np.subtract(255.0 * colour[:, j, None, None, :], img, out=tmp)
+                tmp *= alpha[:, j, :, :, None]  # (b, H, W, 1)
+                img += tmp
         np.clip(img, 0.0, 255.0, out=img)
         X[sl] = img  # NOTE: float -> uint8 assignment truncates; values are >= 0 here
     return X, y
@@ -154,6 +210,7 @@ def make_synthetic(
     *,
     image_size: int | tuple[int, int] = 32,
     noise: float = DEFAULT_NOISE,
+    difficulty: float = DEFAULT_DIFFICULTY,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Generate the synthetic dataset.
@@ -166,6 +223,9 @@ def make_synthetic(
         Side, or ``(height, width)``, of the images; at least 4.
     noise : float
         Standard deviation of the Gaussian pixel noise, on the ``[0, 1]`` intensity scale.
+    difficulty : float
+        Strength of the nuisances (lighting ramp, clutter, zoom, inverted colours), in
+        ``[0, 2]``; 0 leaves them out.
     seed : int
         Non-negative seed; the training and test images come from independent streams.
 
@@ -183,9 +243,19 @@ def make_synthetic(
     hw = _image_hw(image_size)
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         raise ValueError(f"noise must be a non-negative float, got {noise!r}")
+    if (
+        isinstance(difficulty, bool)
+        or not isinstance(difficulty, numbers.Real)
+        or not 0 <= difficulty <= 2
+    ):
+        raise ValueError(f"difficulty must be a float in [0, 2], got {difficulty!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     ss_train, ss_test = np.random.SeedSequence(int(seed)).spawn(2)
-    X_train, y_train = _generate(int(n_train), hw, float(noise), np.random.default_rng(ss_train))
-    X_test, y_test = _generate(int(n_test), hw, float(noise), np.random.default_rng(ss_test))
+    X_train, y_train = _generate(
+        int(n_train), hw, float(noise), float(difficulty), np.random.default_rng(ss_train)
+    )
+    X_test, y_test = _generate(
+        int(n_test), hw, float(noise), float(difficulty), np.random.default_rng(ss_test)
+    )
     return X_train, y_train, X_test, y_test, list(CLASSES)

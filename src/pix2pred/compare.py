@@ -1,0 +1,397 @@
+"""``pix2pred compare``: the course's story in one run, kNN → linear → MLP → CNN on one dataset.
+
+Each model trains into its own subfolder of the compare folder with the same code as
+``pix2pred train`` (:func:`pix2pred.cli_train.train_run`, the kNN command, the resnet command,
+:mod:`pix2pred.experiments`), so every subfolder is an ordinary run folder with its own
+``report.html``. After each model, ``compare.json`` records where the comparison stands and the
+report (:mod:`pix2pred.compare_report`) is written again, so a Ctrl-C or a crash leaves the
+finished models and a report of them. Running again on the same folder skips the finished
+models, continues the interrupted one from its checkpoint, and leaves failed ones as failed
+(delete a model's subfolder to train it again).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pix2pred.checkpoint import read_json, write_json
+
+__all__ = [
+    "BACKENDS",
+    "BUDGETS",
+    "STATE_FILE",
+    "ModelSpec",
+    "budget_help",
+    "plan",
+    "run_compare",
+]
+
+STATE_FILE = "compare.json"
+BACKENDS = {"numpy": ("numpy",), "torch": ("torch",), "both": ("numpy", "torch")}
+_DONE, _FAILED, _INTERRUPTED, _PENDING = "done", "failed", "interrupted", "pending"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a comparison.
+
+    ``name`` names its subfolder (with the backend); ``kind`` picks the trainer: ``knn``,
+    ``resnet``, ``optimizers`` / ``ablate-lr`` (the experiments) or a ``pix2pred train`` kind;
+    ``options`` are that trainer's options; ``backends`` are those it runs on.
+    """
+
+    name: str
+    label: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    backends: tuple[str, ...] = ("numpy", "torch")
+    note: str = ""
+
+
+_LINEAR = {"lr": 2e-2, "weight_decay": 1e-2}
+_SVM = {"lr": 5e-3, "weight_decay": 1e-2}
+_MLP = {"hidden": "500", "lr": 1e-3, "weight_decay": 1e-3}
+
+QUICK = (
+    ModelSpec("knn", "kNN", "knn", {"ks": "1,3,5,10", "folds": 3}, note="L2, k by 3-fold CV"),
+    ModelSpec("svm", "LinearSVM", "svm", {"epochs": 10, **_SVM}),
+    ModelSpec("softmax", "Softmax", "softmax", {"epochs": 10, **_LINEAR}),
+    ModelSpec("mlp", "TwoLayerNet", "mlp", {"epochs": 10, **_MLP}),
+    ModelSpec("cnn", "SimpleCNN", "cnn", {"epochs": 10, "augment": "flip,crop"}),
+)
+FULL = (
+    ModelSpec("knn", "kNN", "knn", {"ks": "1,3,5,8,10,12,15,20", "folds": 5}, note="L2, 5-fold"),
+    ModelSpec("svm", "LinearSVM", "svm", {"epochs": 20, **_SVM}),
+    ModelSpec("softmax", "Softmax", "softmax", {"epochs": 20, **_LINEAR}),
+    ModelSpec("mlp", "TwoLayerNet", "mlp", {"epochs": 20, **_MLP}),
+    ModelSpec(
+        "fcnet",
+        "FullyConnectedNet",
+        "fcnet",
+        {"epochs": 30, "hidden": "1024,512,256", "dropout": 0.2, "augment": "flip"},
+    ),
+    ModelSpec("cnn", "SimpleCNN", "cnn", {"epochs": 20, "augment": "flip,crop"}),
+    ModelSpec(
+        "convnet",
+        "ConvNet",
+        "convnet",
+        {"epochs": 14, "spec": "32,32,M,64,64,M,128,128,M|256", "augment": "flip,crop"},
+    ),
+    ModelSpec("resnet", "ResNet (fast recipe)", "resnet", {"epochs": 8.0}, backends=("torch",)),
+    ModelSpec(
+        "optimizers",
+        "TwoLayerNet: 5 update rules",
+        "optimizers",
+        {"model": "mlp", "epochs": 5},
+        note="SGD, momentum, Nesterov, RMSProp, Adam from one initialisation",
+    ),
+    ModelSpec(
+        "ablate-lr",
+        "Softmax: learning rates",
+        "ablate-lr",
+        {"model": "softmax", "epochs": 5, "values": "1,1e-1,1e-2,1e-3,1e-5"},
+        note="lr 1 … 1e-5: too high explodes, too low stalls",
+    ),
+)
+BUDGETS: dict[str, tuple[ModelSpec, ...]] = {"quick": QUICK, "full": FULL}
+
+
+def budget_help() -> str:
+    """One line per budget listing its models and epochs, for ``--help``."""
+    lines = []
+    for budget, specs in BUDGETS.items():
+        parts = []
+        for s in specs:
+            epochs = s.options.get("epochs")
+            parts.append(f"{s.name} {epochs:g} ep" if epochs else s.name)
+        lines.append(f"{budget}: {', '.join(parts)}")
+    return "; ".join(lines)
+
+
+@dataclass
+class Step:
+    """One model on one backend: a row of the table and a subfolder."""
+
+    spec: ModelSpec
+    backend: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.spec.name}-{self.backend}"
+
+
+def plan(budget: str, backend: str, specs: Sequence[ModelSpec] | None = None) -> list[Step]:
+    """The steps of a comparison, in order: each model on each backend it supports."""
+    if budget not in BUDGETS:
+        raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if specs is None:
+        specs = BUDGETS[budget]
+    return [Step(s, b) for s in specs for b in BACKENDS[backend] if b in s.backends]
+
+
+# ----------------------------------------------------------------------------- the trainers
+
+
+def _is_exit(e: BaseException) -> int | None:
+    """The exit code of a typer/click ``Exit`` raised by a training command, else None."""
+    code = getattr(e, "exit_code", None)
+    return code if type(e).__name__ == "Exit" and isinstance(code, int) else None
+
+
+def _train_knn(step: Step, data: dict[str, Any], run_dir: Path) -> None:
+    from pix2pred import cli
+
+    o = step.spec.options
+    cli.train_knn(
+        dataset=data["dataset"],
+        root=Path(data["root"]) if data["root"] else None,
+        k=o.get("k"),
+        ks=o.get("ks", "1,3,5,8,10,12,15,20"),
+        metric=o.get("metric", "l2"),
+        folds=o.get("folds", 5),
+        backend=step.backend,
+        device=data["device"],
+        seed=data["seed"],
+        image_size=data["image_size"],
+        n_train=data["n_train"],
+        n_test=data["n_test"],
+        out_dir=run_dir,
+    )
+
+
+def _train_neural(step: Step, data: dict[str, Any], run_dir: Path, resume: bool) -> None:
+    from pix2pred import cli_train
+
+    if resume:
+        cli_train.train_run(step.spec.kind, {}, None, None, run_dir)
+        return
+    cli = {k: data[k] for k in ("dataset", "root", "seed", "image_size", "n_train", "n_test")}
+    cli.update(step.spec.options, backend=step.backend)
+    if step.backend == "torch":
+        cli["device"] = data["device"]
+    cli_train.train_run(step.spec.kind, cli, None, run_dir, None)
+
+
+def _train_resnet(step: Step, data: dict[str, Any], run_dir: Path, resume: bool) -> None:
+    from pix2pred import cli_resnet
+
+    if resume:
+        cli_resnet.train_resnet(resume=run_dir)
+        return
+    cli_resnet.train_resnet(
+        dataset=data["dataset"],
+        root=Path(data["root"]) if data["root"] else None,
+        seed=data["seed"],
+        image_size=data["image_size"],
+        n_train=data["n_train"],
+        n_test=data["n_test"],
+        device=data["device"],
+        out_dir=run_dir,
+        **step.spec.options,
+    )
+
+
+def _train_experiment(step: Step, data: dict[str, Any], run_dir: Path, ds: Any) -> None:
+    from pix2pred import experiments
+    from pix2pred.cli_options import console
+
+    o = dict(step.spec.options)
+    model = o.pop("model")
+    values = o.pop("values", None)
+    params = {**o, "backend": step.backend, "seed": data["seed"]}
+    if step.spec.kind == "optimizers":
+        experiments.run_optimizer_comparison(
+            model, ds, params=params, run_dir=run_dir, console=console
+        )
+    else:
+        experiments.run_ablation(
+            model, ds, "lr", values, params=params, run_dir=run_dir, console=console
+        )
+
+
+# ----------------------------------------------------------------------------- a row per step
+
+
+def _row(step: Step, run_dir: Path) -> dict[str, Any]:
+    """The table row of a step from what its folder holds."""
+    row: dict[str, Any] = {
+        "name": step.spec.name,
+        "label": step.spec.label,
+        "kind": step.spec.kind,
+        "backend": step.backend,
+        "folder": step.folder,
+        "note": step.spec.note,
+        "status": _PENDING,
+    }
+    folder = run_dir / step.folder
+    if step.spec.kind in ("optimizers", "ablate-lr"):
+        results = folder / "results.json"
+        if results.is_file():
+            runs = read_json(results).get("runs", [])
+            best = [r.get("best_val_acc") for r in runs if r.get("best_val_acc") is not None]
+            row.update(status=_DONE, experiment=True, best_val_accuracy=max(best, default=None))
+        return row
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        return row
+    m = read_json(metrics_path)
+    row.update(
+        status=_DONE,
+        test_accuracy=m.get("test_accuracy"),
+        num_params=m.get("num_params"),
+        # kNN only memorises: its "training" is choosing k by cross-validation
+        train_seconds=m.get("train_seconds", m.get("cv_seconds")),
+        predict_seconds=m.get("predict_seconds"),
+        epochs=m.get("epochs_run"),
+        device=m.get("device", "cpu"),
+    )
+    if step.spec.kind == "knn":
+        row["k"] = m.get("k")
+        config_path = folder / "config.json"
+        if config_path.is_file():  # its "parameters" are the training images it keeps
+            row["stored_images"] = read_json(config_path).get("n_train")
+    return row
+
+
+def _start_folder(folder: Path) -> bool:
+    """Prepare a step's folder; True when it holds a run to resume from its checkpoint.
+
+    A folder holding something other than a resumable run is moved aside (never deleted), so
+    the step starts clean and nothing it held is lost.
+    """
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return False
+    resumable = (folder / "config.json").is_file() and (folder / "checkpoint").is_dir()
+    if resumable:
+        return True
+    n = 1
+    while folder.with_name(f"{folder.name}.incomplete-{n}").exists():
+        n += 1
+    aside = folder.with_name(f"{folder.name}.incomplete-{n}")
+    shutil.move(str(folder), str(aside))
+    return False
+
+
+def _fmt_elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def run_compare(
+    run_dir: Path,
+    config: dict[str, Any],
+    *,
+    specs: Sequence[ModelSpec] | None = None,
+    load: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Train every step of ``config`` not yet done in ``run_dir`` and write the report.
+
+    ``config`` holds ``dataset, root, seed, image_size, n_train, n_test, device`` (the data and
+    where torch runs), ``backend`` and ``budget``. ``specs`` replaces the budget's models (tests
+    use tiny ones). ``load`` returns the Dataset, for the experiments (loaded once, when first
+    needed). A KeyboardInterrupt is re-raised after the state and report are written; any other
+    error in a step marks that step failed and the next one starts.
+    """
+    from pix2pred.cli_options import console
+    from pix2pred.compare_report import write_reports
+
+    steps = plan(config["budget"], config["backend"], specs)
+    state_path = run_dir / STATE_FILE
+    previous = read_json(state_path) if state_path.is_file() else {}
+    failed = {r["folder"]: r for r in previous.get("rows", []) if r.get("status") == _FAILED}
+    state: dict[str, Any] = {
+        "config": config,
+        "rows": [],
+        "elapsed_seconds": previous.get("elapsed_seconds", 0.0),
+    }
+    t_start = time.perf_counter()
+    dataset_cache: list[Any] = []
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        state["rows"] = rows + [_row(s, run_dir) for s in steps[len(rows) :]]
+        state["elapsed_seconds"] = previous.get("elapsed_seconds", 0.0) + (
+            time.perf_counter() - t_start
+        )
+        write_json(state_path, state)
+        write_reports(run_dir, state)
+
+    rows: list[dict[str, Any]] = []
+    for i, step in enumerate(steps, 1):
+        row = _row(step, run_dir)
+        folder = run_dir / step.folder
+        if row["status"] == _DONE:
+            console.print(f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}): done earlier")
+            rows.append(row)
+            continue
+        if step.folder in failed and folder.exists():
+            console.print(f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}): failed earlier")
+            rows.append(failed[step.folder])
+            continue
+        elapsed = previous.get("elapsed_seconds", 0.0) + time.perf_counter() - t_start
+        console.rule(
+            f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}), "
+            f"{_fmt_elapsed(elapsed)} elapsed"
+        )
+        resume = _start_folder(folder)
+        if resume:
+            console.print(f"resuming {folder} from its checkpoint")
+        t0 = time.perf_counter()
+        try:
+            kind = step.spec.kind
+            if kind == "knn":
+                _train_knn(step, config, folder)
+            elif kind == "resnet":
+                _train_resnet(step, config, folder, resume)
+            elif kind in ("optimizers", "ablate-lr"):
+                if not dataset_cache:
+                    dataset_cache.append(load() if load is not None else _load(config))
+                _train_experiment(step, config, folder, dataset_cache[0])
+            else:
+                _train_neural(step, config, folder, resume)
+        except KeyboardInterrupt:
+            rows.append({**_row(step, run_dir), "status": _INTERRUPTED})
+            save(rows)
+            raise
+        except Exception as e:
+            code = _is_exit(e)
+            if code == 130:
+                rows.append({**_row(step, run_dir), "status": _INTERRUPTED})
+                save(rows)
+                raise KeyboardInterrupt from None
+            why = "diverged" if code == 1 else f"{type(e).__name__}: {e}"
+            console.print(f"[red]{step.spec.label} ({step.backend}) failed:[/red] {why}")
+            row = {**_row(step, run_dir), "status": _FAILED, "error": why}
+            row["train_seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            save(rows)
+            continue
+        row = _row(step, run_dir)
+        if row["status"] != _DONE:  # the trainer returned without writing its results
+            row.update(status=_FAILED, error="no results were written")
+        rows.append(row)
+        save(rows)
+    save(rows)
+    return state
+
+
+def _load(config: dict[str, Any]) -> Any:
+    from pix2pred.cli_options import load_data
+
+    root = Path(config["root"]) if config["root"] else None
+    return load_data(
+        config["dataset"],
+        root,
+        config["seed"],
+        0.1,
+        config["image_size"],
+        config["n_train"],
+        config["n_test"],
+    )
