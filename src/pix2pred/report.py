@@ -84,6 +84,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .tiles { display: flex; flex-wrap: wrap; gap: 12px; }
 .tile { border: 1px solid var(--line); border-radius: 8px; padding: 8px; width: 250px;
   font-size: 13px; }
+.tile.wide { width: 290px; }
 .tile .row { display: flex; gap: 10px; align-items: flex-start; margin-bottom: 4px; }
 .tile table { width: 100%; margin: 0; font-size: 12px; }
 .tile td { padding: 2px 4px; }

@@ -240,7 +240,9 @@ def saliency_section(view: RunView, n: int = N_SALIENCY) -> Markup:
             parts.append(pixels(_overlay(X[r], cam[r]), "Grad-CAM", size=80))
         cells.append(
             Markup(
-                "<div class='tile'><div class='row'>" + "".join(parts) + "</div>"
+                f"<div class='tile{' wide' if cam is not None else ''}'><div class='row'>"
+                + "".join(parts)
+                + "</div>"
                 f"<div>true: <span class='tag-true'>{escape(classes[t])}</span> · predicted: "
                 f"<span class='{tag}'>{escape(classes[p])}</span> "
                 f"<span class='muted'>({_fmt(values[i, p], what, None)})</span></div></div>"
