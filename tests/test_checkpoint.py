@@ -50,3 +50,14 @@ def test_json_errors_name_the_file(tmp_path):
         read_json(tmp_path / "broken.json")
     with pytest.raises(FileNotFoundError, match=r"missing\.json"):
         read_json(tmp_path / "missing.json")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
