@@ -486,6 +486,8 @@ def test_evaluate_and_predict_take_a_resnet_run(tmp_path, capsys):
         "--image-size", "12", "--epochs", "1", "--batch-size", "30", "--widths", "4,8,8",
         "--tta", "1", "--out", str(out))  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.html").read_text()
+    assert "Worst mistakes" in report and "Not shown" not in report
     assert f"accuracy {metrics['test_accuracy']:.2%}" in cli("evaluate", str(out))
 
     est = load_run_model(out, device="cpu")

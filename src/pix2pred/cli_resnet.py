@@ -264,6 +264,7 @@ def _train_and_report(
         "train_seconds": result.train_seconds,
         "predict_seconds": predict_seconds,
         "world_size": ctx.world_size,
+        "backend": "torch",
         "device": str(ctx.device),
         "per_class_accuracy": dict(
             zip(ds.classes, np.nan_to_num(per_class_accuracy(cm)).tolist(), strict=True)
@@ -296,6 +297,19 @@ def _train_and_report(
         f"resnet on {ds.name}: test accuracy {acc[tta]:.2%} ({by_level}); "
         f"{result.epochs:.2f} epochs in {result.train_seconds / 60:.1f} min"
     )
+    from pix2pred.nn_torch.resnet_classifier import ResNetClassifier
+    from pix2pred.report import try_write_run_report
+
+    est = ResNetClassifier(model.eval(), {"classes": ds.classes, "image_shape": (H, W, C)}, tta)
+    report = try_write_run_report(
+        run_dir,
+        warn=lambda msg: console.print(msg, style="yellow", markup=False),
+        dataset=ds,
+        model=est,
+        scores=levels[tta],
+    )
+    if report is not None:
+        out.print(f"report: {report}")
     out.print(f"run folder: {run_dir}")
 
 

@@ -275,6 +275,6 @@ def picture_sections(view: RunView) -> list[Markup]:
     learned = learned_section(view)
     if learned is not None:
         out.append(learned)
-    if has_images and view.kind != "knn":
+    if has_images and view.kind not in ("knn", "resnet"):  # explain knows pix2pred's own nets
         out.append(saliency_section(view))
     return out

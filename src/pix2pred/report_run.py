@@ -78,6 +78,9 @@ def load_run_data(config: dict[str, Any], image_size: int | None = None, progres
 
     if config.get("model") == "knn":
         d, seed, val_size = config, config.get("seed", 0), 0
+    elif config.get("model") == "resnet":  # its split seed is kept with the architecture
+        d, seed = config["data"], config["architecture"]["seed"]
+        val_size = d["val_size"]
     else:
         d, seed, val_size = config["data"], config["params"]["seed"], config["params"]["val_size"]
     kwargs = {k: d[k] for k in ("n_train", "n_test") if d.get(k) is not None}
@@ -105,9 +108,9 @@ def load_run_model(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any
             device=config.get("device", "auto"),
         )
         return knn.fit(dataset.X_train, dataset.y_train)
-    from pix2pred.estimators import NeuralClassifier
+    from pix2pred.run_model import load_run_model as load_saved
 
-    return NeuralClassifier.load(run_dir / "model")
+    return load_saved(run_dir)
 
 
 def test_scores(model: Any, X: np.ndarray) -> np.ndarray:
