@@ -16,7 +16,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from pix2pred import cli_compare, cli_diagnose, cli_experiment, cli_resnet, cli_train
+from pix2pred import cli_compare, cli_diagnose, cli_experiment, cli_explain, cli_resnet, cli_train
 from pix2pred.cli_options import (
     DatasetOpt,
     ImageSizeOpt,
@@ -273,6 +273,7 @@ def gradcheck(
 
 cli_train.register(app, train_app)
 cli_resnet.register(train_app)
+cli_explain.register(app)
 cli_diagnose.register(app)
 cli_compare.register(app)
 cli_experiment.register(app)

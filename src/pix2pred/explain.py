@@ -22,7 +22,7 @@ finite differences. Both backends give the same maps on the same weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -207,15 +207,15 @@ def occlusion(
 ) -> np.ndarray:
     """Occlusion maps (N, H, W): the drop of ``P(y)`` when a square patch covers each pixel.
 
-    A ``patch`` x ``patch`` square (default a quarter of the image side) of value ``fill``
+    A ``patch`` x ``patch`` square (default a fifth of the image side) of value ``fill``
     (0: the mean image under mean or channel preprocessing) slides with ``stride`` (default
-    half the patch, the last row and column flush with the edges); each pixel gets the mean
+    a third of the patch, the last row and column flush with the edges); each pixel gets the mean
     drop over the patches that cover it. Positive: hiding it lowers the class probability.
     """
     model, X, y = _check(model, X, y)
     H, W = X.shape[2:]
-    patch = max(2, min(H, W) // 4) if patch is None else int(patch)
-    stride = max(1, patch // 2) if stride is None else int(stride)
+    patch = max(2, min(H, W) // 5) if patch is None else int(patch)
+    stride = max(1, patch // 3) if stride is None else int(stride)
     if not 1 <= patch <= min(H, W) or stride < 1:
         raise ValueError(
             f"patch must be in [1, {min(H, W)}] and stride >= 1, got {patch}, {stride}"
@@ -265,38 +265,41 @@ def blur(X: np.ndarray, sigma: float) -> np.ndarray:
 
 def class_visualization(
     model: Any,
-    target: int,
+    target: int | Sequence[int],
     *,
-    steps: int = 300,
-    lr: float = 4.0,
+    steps: int = 400,
+    lr: float = 2.0,
     l2: float = 1e-3,
-    jitter: int = 2,
+    jitter: int = 3,
     blur_every: int = 10,
-    blur_sigma: float = 0.5,
+    blur_sigma: float = 0.6,
     seed: int = 0,
     project: Projection | None = None,
 ) -> np.ndarray:
-    """An input (1, C, H, W) that maximises ``score_target - l2 * ||x||^2`` by gradient ascent.
+    """Inputs (T, C, H, W) that maximise ``score_target - l2 * ||x||^2`` by gradient ascent.
 
-    From small random noise (``seed``), each step shifts the image by a random jitter of up to
-    ``jitter`` pixels, steps by ``lr`` along the normalised gradient, and shifts it back;
-    ``project`` (e.g. a clip to the valid pixel range) follows each step, and every
-    ``blur_every`` steps a Gaussian blur of ``blur_sigma`` pixels smooths the noise away.
+    ``target``: one class index, or several (optimised together as one batch, one image
+    each). From small random noise (``seed``), each step shifts the images by a random jitter
+    of up to ``jitter`` pixels, moves each by ``lr`` along its normalised gradient, and shifts
+    them back; ``project`` (e.g. a clip to the valid pixel range) follows each step, and
+    every ``blur_every`` steps a Gaussian blur of ``blur_sigma`` pixels smooths the noise.
+    The defaults were tuned on the SimpleCNN trained on CIFAR-10 (32x32, channel-normalised).
     """
     model = unwrap(model)
-    target = _check_target(model, target)
+    targets = [_check_target(model, t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
     if steps < 0 or jitter < 0:
         raise ValueError(f"steps and jitter must be >= 0, got {steps} and {jitter}")
     rng = np.random.default_rng(seed)
     dtype = _dtype(model)
-    X = (0.1 * rng.standard_normal((1, *model.input_shape))).astype(dtype)
-    d = _one_hot(np.array([target]), model.num_classes)
+    X = (0.1 * rng.standard_normal((len(targets), *model.input_shape))).astype(dtype)
+    d = _one_hot(np.array(targets), model.num_classes)
     for t in range(steps):
         dy, dx = (int(v) for v in rng.integers(-jitter, jitter + 1, size=2))
         X = np.roll(X, (dy, dx), axis=(2, 3))
         _, g = input_gradient(model, X, d)
         g = g - 2 * l2 * X
-        X = X + (lr * g / (np.linalg.norm(g) + 1e-12)).astype(dtype)
+        norms = np.sqrt((g.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))[:, None, None, None]
+        X = X + (lr * g / (norms + 1e-12)).astype(dtype)
         X = np.roll(X, (-dy, -dx), axis=(2, 3))
         if project is not None:
             X = project(X).astype(dtype)
