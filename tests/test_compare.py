@@ -97,6 +97,9 @@ def test_interrupted_compare_resumes_without_retraining(capsys, tmp_path, monkey
         assert (run_dir / folder / "metrics.json").stat().st_mtime_ns == mtime
     metrics = json.loads((run_dir / "mlp-numpy" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2
+    mlp = state["rows"][2]  # its time counts the part before the interruption
+    assert mlp["resumed"] and mlp["train_seconds"] > metrics["train_seconds"]
+    assert "TwoLayerNet (2 epochs, resumed)" in (run_dir / "compare.md").read_text()
     assert not list(run_dir.glob("*.incomplete-*"))
 
 
@@ -179,3 +182,42 @@ def test_plan_and_budgets():
     ]
     with pytest.raises(ValueError, match="--budget must be one of quick, full, got 'x'"):
         compare.plan("x", "numpy")
+
+
+def test_both_backends_give_a_row_each(capsys, tmp_path):
+    pytest.importorskip("torch")
+    run_dir = tmp_path / "cmp"
+    run_dir.mkdir()
+    config = {**DATA, "backend": "both", "budget": "quick"}
+    state = run_compare(run_dir, config, specs=(KNN, SOFTMAX))
+    rows = state["rows"]
+    assert [(r["name"], r["backend"]) for r in rows] == [
+        ("knn", "numpy"),
+        ("knn", "torch"),
+        ("softmax", "numpy"),
+        ("softmax", "torch"),
+    ]
+    assert all(r["status"] == "done" for r in rows)
+    model = json.loads((run_dir / "softmax-torch" / "metrics.json").read_text())
+    assert model["backend"] == "torch"
+    knn = json.loads((run_dir / "knn-torch" / "config.json").read_text())
+    assert knn["backend"] == "torch"
+    # kNN is deterministic: both backends find the same neighbours
+    assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]
+
+
+def test_experiments_run_as_steps(capsys, tmp_path):
+    run_dir = tmp_path / "cmp"
+    run_dir.mkdir()
+    config = {**DATA, "backend": "numpy", "budget": "full"}
+    specs = (
+        ModelSpec("ablate-lr", "Softmax: lr", "ablate-lr", {**SOFTMAX.options, "model": "softmax",
+                  "values": "1e-2,1e-5"}),
+    )  # fmt: skip
+    row = run_compare(run_dir, config, specs=specs)["rows"][0]
+    assert (
+        row["status"] == "done" and row["experiment"] and row["best_run"] in ("lr=0.01", "lr=1e-05")
+    )
+    assert row["figures"] and row["summary"]
+    page = (run_dir / "compare.html").read_text()
+    assert row["summary"][0].split()[0] in page and "experiment: best" in page

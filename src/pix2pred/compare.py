@@ -234,9 +234,18 @@ def _row(step: Step, run_dir: Path) -> dict[str, Any]:
     if step.spec.kind in ("optimizers", "ablate-lr"):
         results = folder / "results.json"
         if results.is_file():
-            runs = read_json(results).get("runs", [])
-            best = [r.get("best_val_acc") for r in runs if r.get("best_val_acc") is not None]
-            row.update(status=_DONE, experiment=True, best_val_accuracy=max(best, default=None))
+            results = read_json(results)
+            runs = [r for r in results.get("runs", []) if r.get("best_val_acc") is not None]
+            best = max(runs, key=lambda r: r["best_val_acc"], default=None)
+            row.update(
+                status=_DONE,
+                experiment=True,
+                train_seconds=sum(r.get("seconds") or 0.0 for r in results.get("runs", [])),
+                best_run=best["name"] if best else None,
+                best_val_accuracy=best["best_val_acc"] if best else None,
+                figures=list(results.get("figures", {}).values()),
+                summary=results.get("summary", []),
+            )
         return row
     metrics_path = folder / "metrics.json"
     if not metrics_path.is_file():
@@ -306,7 +315,7 @@ def run_compare(
     steps = plan(config["budget"], config["backend"], specs)
     state_path = run_dir / STATE_FILE
     previous = read_json(state_path) if state_path.is_file() else {}
-    failed = {r["folder"]: r for r in previous.get("rows", []) if r.get("status") == _FAILED}
+    earlier = {r["folder"]: r for r in previous.get("rows", [])}
     state: dict[str, Any] = {
         "config": config,
         "rows": [],
@@ -327,13 +336,16 @@ def run_compare(
     for i, step in enumerate(steps, 1):
         row = _row(step, run_dir)
         folder = run_dir / step.folder
+        before = earlier.get(step.folder, {})
         if row["status"] == _DONE:
             console.print(f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}): done earlier")
+            if before.get("resumed"):  # its time before the interruption is in compare.json
+                row.update(train_seconds=before["train_seconds"], resumed=True)
             rows.append(row)
             continue
-        if step.folder in failed and folder.exists():
+        if before.get("status") == _FAILED and folder.exists():
             console.print(f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}): failed earlier")
-            rows.append(failed[step.folder])
+            rows.append(before)
             continue
         elapsed = previous.get("elapsed_seconds", 0.0) + time.perf_counter() - t_start
         console.rule(
@@ -341,6 +353,8 @@ def run_compare(
             f"{_fmt_elapsed(elapsed)} elapsed"
         )
         resume = _start_folder(folder)
+        # training time spent before an interruption counts towards a resumed model's time
+        carried = before.get("interrupted_seconds", 0.0) if resume else 0.0
         if resume:
             console.print(f"resuming {folder} from its checkpoint")
         t0 = time.perf_counter()
@@ -356,16 +370,17 @@ def run_compare(
                 _train_experiment(step, config, folder, dataset_cache[0])
             else:
                 _train_neural(step, config, folder, resume)
-        except KeyboardInterrupt:
-            rows.append({**_row(step, run_dir), "status": _INTERRUPTED})
-            save(rows)
-            raise
-        except Exception as e:
-            code = _is_exit(e)
-            if code == 130:
-                rows.append({**_row(step, run_dir), "status": _INTERRUPTED})
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) or _is_exit(e) == 130
+            if not interrupted and not isinstance(e, Exception):
+                raise
+            if interrupted:
+                row = {**_row(step, run_dir), "status": _INTERRUPTED}
+                row["interrupted_seconds"] = carried + time.perf_counter() - t0
+                rows.append(row)
                 save(rows)
                 raise KeyboardInterrupt from None
+            code = _is_exit(e)
             why = "diverged" if code == 1 else f"{type(e).__name__}: {e}"
             console.print(f"[red]{step.spec.label} ({step.backend}) failed:[/red] {why}")
             row = {**_row(step, run_dir), "status": _FAILED, "error": why}
@@ -376,6 +391,8 @@ def run_compare(
         row = _row(step, run_dir)
         if row["status"] != _DONE:  # the trainer returned without writing its results
             row.update(status=_FAILED, error="no results were written")
+        elif carried and row.get("train_seconds") is not None:
+            row.update(train_seconds=row["train_seconds"] + carried, resumed=True)
         rows.append(row)
         save(rows)
     save(rows)

@@ -43,6 +43,8 @@ _PICTURES = (
 def _duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "—"
+    if seconds < 0.1:
+        return f"{seconds * 1000:.1f} ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:
@@ -68,7 +70,9 @@ def _accuracy(row: dict[str, Any]) -> str:
         return status
     if row.get("experiment"):
         best = row.get("best_val_accuracy")
-        return "experiment" + (f" (best val {best:.1%})" if best is not None else "")
+        if best is None:
+            return "experiment"
+        return f"experiment: best {row['best_run']}, val {best:.1%}"
     acc = row.get("test_accuracy")
     return "—" if acc is None else f"{acc:.1%}"
 
@@ -76,6 +80,7 @@ def _accuracy(row: dict[str, Any]) -> str:
 def _label(row: dict[str, Any]) -> str:
     extra = f", k={row['k']}" if row.get("k") else ""
     extra += f", {row['epochs']} epochs" if row.get("epochs") else ""
+    extra += ", resumed" if row.get("resumed") else ""
     return f"{row['label']}{extra}" if not extra else f"{row['label']} ({extra[2:]})"
 
 
@@ -174,15 +179,19 @@ def _model_section(run_dir: Path, row: dict[str, Any]) -> Any:
         )
     if (folder / "summary.txt").is_file():
         links.append(f'<a href="{R.escape(row["folder"])}/summary.txt">summary.txt</a>')
+    named = row.get("figures") or []  # an experiment lists its own figures
+    pictures = [(n, n.removesuffix(".png").replace("_", " ")) for n in named] or _PICTURES
     figures = [
-        R.figure(R.image(folder / name, caption, width=360), caption)
-        for name, caption in _PICTURES
+        R.figure(R.image(folder / name, caption, width=320), caption)
+        for name, caption in pictures
         if (folder / name).is_file()
     ]
     note = f"{_accuracy(row)}; trained in {_duration(row.get('train_seconds'))}"
     if row.get("error"):
         note += f"; {row['error']}"
-    return R.section(title, R.Markup(" · ".join(links)), R.columns(*figures), note=note)
+    summary = [R.Markup(f"<p>{R.escape(line)}</p>") for line in row.get("summary", [])]
+    body = (R.Markup(" · ".join(links)), *summary, R.columns(*figures))
+    return R.section(title, *body, note=note)
 
 
 def write_reports(run_dir: Path, state: dict[str, Any]) -> Path:
