@@ -112,8 +112,10 @@ def _load(dataset: str, root: Path | None, seed: int, val_size: float, size, n_t
 
 
 def _report(result: Any) -> None:
+    from pix2pred.experiments_summary import signed_percent
+
     table = Table(title=f"{result.experiment}: final accuracies", box=box.SIMPLE_HEAD)
-    for column in ("run", "lr", "train", "val", "best val", "test", "loss Δ", "time", "status"):
+    for column in ("run", "lr", "train", "val", "best val", "test", "loss Δ", "status"):
         left = column in ("run", "status")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for r in result.runs:
@@ -122,7 +124,6 @@ def _report(result: Any) -> None:
             return "-" if x is None else f"{x:.1%}"
 
         change = r.loss_change
-        status = f"[red]diverged, epoch {r.diverged_epoch}[/red]" if r.diverged else "ok"
         table.add_row(
             r.name,
             f"{r.params['lr']:g}",
@@ -130,9 +131,8 @@ def _report(result: Any) -> None:
             acc(r.final_val_acc),
             acc(r.best_val_acc),
             acc(r.test_acc),
-            "-" if change is None else f"{change:+.1%}",
-            f"{r.seconds:.1f} s",
-            status,
+            "-" if change is None or r.diverged else signed_percent(change),
+            "[red]diverged[/red]" if r.diverged else "ok",
         )
     out.print(table)
     for line in result.summary:

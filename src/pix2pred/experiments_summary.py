@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pix2pred.experiments import RunResult
 
-__all__ = ["ablation_summary", "optimizer_summary", "results_table"]
+__all__ = ["ablation_summary", "optimizer_summary", "results_table", "signed_percent"]
 
 # A loss that changed by less than this share over the run "barely moved".
 STALLED = 0.05
@@ -23,13 +23,17 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def _change(x: float) -> str:
+def signed_percent(x: float) -> str:
+    """A relative change as ``+12%`` or ``−1.5%`` (one decimal under 10%)."""
     sign = "+" if x >= 0 else "−"
     return f"{sign}{abs(x):.1%}" if abs(x) < 0.1 else f"{sign}{abs(x):.0%}"
 
 
 def _diverged_line(r: RunResult) -> str:
-    return f"{r.name} diverged in epoch {r.diverged_epoch} (step {r.diverged_step})"
+    line = f"{r.name} diverged in epoch {r.diverged_epoch} (step {r.diverged_step})"
+    if r.loss and max(r.loss) > 10 * r.loss[0]:
+        line += f", after its loss grew from {r.loss[0]:.3g} to {max(r.loss):.3g}"
+    return line
 
 
 def _loss_lines(runs: Sequence[RunResult]) -> list[str]:
@@ -40,9 +44,9 @@ def _loss_lines(runs: Sequence[RunResult]) -> list[str]:
         if r.diverged or change is None:
             continue
         if abs(change) < STALLED:
-            lines.append(f"{r.name} barely moved the loss ({_change(change)})")
+            lines.append(f"{r.name} barely moved the loss ({signed_percent(change)})")
         elif change > 0:
-            lines.append(f"{r.name} made the loss grow ({_change(change)})")
+            lines.append(f"{r.name} made the loss grow ({signed_percent(change)})")
     return lines
 
 
@@ -72,10 +76,12 @@ def optimizer_summary(runs: Sequence[RunResult]) -> list[str]:
         lines.append(line + ".")
         by_loss = sorted(done, key=lambda r: r.loss_change if r.loss_change is not None else 0.0)
         reached = ", ".join(
-            f"{r.name} {_change(r.loss_change)}" for r in by_loss if r.loss_change is not None
+            f"{r.name} {signed_percent(r.loss_change)}"
+            for r in by_loss
+            if r.loss_change is not None
         )
         if reached:
-            lines.append(f"Training loss from the first batch to the last epoch: {reached}.")
+            lines.append(f"training loss from the first batch to the last epoch: {reached}.")
     lines += [_diverged_line(r) + "." for r in runs if r.diverged]
     lines += [line + "." for line in _loss_lines(runs)]
     return lines
@@ -129,7 +135,7 @@ def results_table(runs: Sequence[RunResult]) -> str:
                 acc(r.final_val_acc),
                 acc(r.best_val_acc),
                 acc(r.test_acc),
-                "-" if change is None else _change(change),
+                "-" if change is None or r.diverged else signed_percent(change),
                 f"{r.seconds:.1f} s",
                 f"diverged (epoch {r.diverged_epoch})" if r.diverged else "ok",
             )

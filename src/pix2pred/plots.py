@@ -10,6 +10,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -227,6 +228,18 @@ def _smoothed(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(window - 1, values.size), smooth
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis with plain numbers (1.5, 2, 3), also between powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    lo, hi = axis.get_view_interval()
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(fmt)
+    if hi / max(lo, 1e-300) < 20:
+        axis.set_minor_locator(LogLocator(subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)))
+        axis.set_minor_formatter(fmt)
+
+
 def loss_curves_plot(
     curves: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
@@ -261,12 +274,22 @@ def loss_curves_plot(
         x_raw = (np.arange(loss.size) + 1) / per_epoch
         ax.plot(x_raw, loss, color=color, alpha=0.2, lw=0.7)
         idx, smooth = _smoothed(loss, max(1, per_epoch // 4))
-        ax.plot((idx + 1) / per_epoch, smooth, color=color, lw=1.8, label=label)
+        style = ("-", "--")[i % 2]  # runs that nearly coincide stay visible
+        ax.plot(
+            (idx + 1) / per_epoch,
+            smooth,
+            color=color,
+            ls=style,
+            lw=1.8,
+            label=label,
+            zorder=2 + i % 2,
+        )
         if is_diverged:
-            y_end = loss[-1] if top is None else min(loss[-1], top * 1.5)
+            y_end = loss[-1] if top is None else min(loss[-1], top * 1.4)
             ax.plot([x_raw[-1]], [y_end], color=color, marker="X", ms=12, mec="black", ls="none")
+            off_chart = top is not None and loss.max() > top * 1.6
             ax.annotate(
-                "diverged",
+                f"diverged (loss up to {loss.max():.2g})" if off_chart else "diverged",
                 (x_raw[-1], y_end),
                 xytext=(6, 4),
                 textcoords="offset points",
@@ -276,7 +299,8 @@ def loss_curves_plot(
             )
     ax.set_yscale("log")
     if top is not None and bottom is not None:
-        ax.set_ylim(bottom / 1.3, top * 2.0)
+        ax.set_ylim(bottom / 1.1, top * 1.6 if diverged else top * 1.1)
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (log scale)")
     ax.grid(alpha=0.3, which="both")
@@ -332,10 +356,21 @@ def lr_schedules_plot(
     fig = Figure(figsize=(7.5, 3.8))
     ax = fig.subplots()
     per_epoch = max(1, int(iterations_per_epoch))
-    for i, (name, rates) in enumerate(schedules.items()):
+    groups: dict[tuple[float, ...], list[str]] = {}
+    for name, rates in schedules.items():
+        groups.setdefault(tuple(np.asarray(rates, np.float64).tolist()), []).append(name)
+    # Runs on the same schedule share one line (and one legend entry) rather than hide each other.
+    order = list(schedules)
+    peaks = []
+    for rates, names in groups.items():
         lr = np.asarray(rates, np.float64)
-        ax.plot((np.arange(lr.size) + 1) / per_epoch, lr, color=f"C{i % 10}", lw=1.8, label=name)
+        x = (np.arange(lr.size) + 1) / per_epoch
+        color = f"C{order.index(names[0]) % 10}"  # the colour of the first run in the other plots
+        ax.plot(x, lr, color=color, lw=1.8, label=", ".join(names))
+        peaks.append(lr.max(initial=0.0))
     ax.set_yscale("log")
+    if min(peaks, default=0.0) > 0:
+        ax.set_ylim(bottom=min(peaks) / 1e3)  # a schedule that anneals to 0 would stretch the axis
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate (log scale)")
     ax.grid(alpha=0.3, which="both")
