@@ -60,6 +60,7 @@ def test_overfit_reaches_100_percent_and_warns_at_lr_0(data):
     healthy = run("overfit", model, X, y, optimizer="adam", lr=1e-2, overfit_steps=100)
     assert healthy.status == "pass" and healthy.value == 1.0
     assert len(healthy.details["train_acc"]) < 100
+    assert healthy.details["loss"][-1] <= 0.1 * healthy.details["loss"][0]
     for k, v in model.params.items():  # the checks train a copy
         np.testing.assert_array_equal(v, before[k])
     stuck = run("overfit", model, X, y, optimizer="adam", lr=0.0, overfit_steps=20)

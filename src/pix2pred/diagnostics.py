@@ -8,7 +8,8 @@ number, the expected value and why it matters. The checks (keys of `CHECKS`):
    multiclass SVM with margin 1), within 10 %. Weight decay plays no part: the models' loss is
    the data loss alone.
 2. ``overfit``: full-batch training on a few images (no weight decay, no dropout) must reach
-   100 % training accuracy within a bounded number of steps.
+   100 % training accuracy, and the loss a tenth of its start, within a bounded number of
+   steps.
 3. ``gradcheck``: the gradient of every parameter against central differences in float64 on a
    few images (a few entries per parameter: the largest and some random ones).
 4. ``update_ratio``: ``||lr-sized update|| / ||W||`` per weight over a few real steps of the
@@ -116,7 +117,7 @@ def write_diagnostics(
     extra: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``diagnostics.json`` and the figures of the checks that have one; return paths."""
-    from pix2pred import plots, plots_diagnostics
+    from pix2pred import plots_diagnostics
     from pix2pred.checkpoint import write_json
 
     run_dir = Path(run_dir)
@@ -128,8 +129,7 @@ def write_diagnostics(
         written.append(plots_diagnostics.lr_range_plot(d, run_dir / "lr_range.png", title=title))
     if "overfit" in by_key:
         d = by_key["overfit"].details
-        history = {"loss": d["loss"], "train_acc": d["train_acc"]}
-        written.append(plots.training_curves(history, run_dir / "overfit.png"))
+        written.append(plots_diagnostics.overfit_plot(d, run_dir / "overfit.png", title=title))
     if "update_ratio" in by_key:
         d = by_key["update_ratio"].details
         written.append(

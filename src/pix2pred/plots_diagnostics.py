@@ -1,6 +1,6 @@
-"""The figures of `pix2pred.diagnostics`: the learning-rate range test, update/weight ratios and
-activation histograms, drawn from the JSON ``details`` of each check (so a saved
-``diagnostics.json`` can be drawn again)."""
+"""The figures of `pix2pred.diagnostics`: overfitting a few images, the learning-rate range
+test, update/weight ratios and activation histograms, drawn from the JSON ``details`` of each
+check (so a saved ``diagnostics.json`` can be drawn again)."""
 
 from __future__ import annotations
 
@@ -109,4 +109,29 @@ def activation_histograms(
         ax.set_visible(False)
     fig.suptitle(title or "Layer outputs (train mode, one batch)", fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def overfit_plot(d: Mapping[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Loss (log y) and training accuracy per step while overfitting a few images.
+
+    ``d`` holds ``loss`` and ``train_acc`` (one value per step) and ``images``.
+    """
+    loss = np.asarray(d["loss"], dtype=np.float64)
+    acc = np.asarray(d["train_acc"], dtype=np.float64)
+    fig = Figure(figsize=(9, 3.6))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(np.arange(1, loss.size + 1), loss, color="C0")
+    if loss.size and np.all(loss > 0):
+        ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_acc.plot(np.arange(1, acc.size + 1), acc, color="C1")
+    ax_acc.axhline(1.0, color="0.5", ls="--", lw=1)
+    ax_acc.set_ylim(-0.02, 1.05)
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("training accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title or f"Overfitting {d.get('images', '')} images", fontsize=10)
     return save_figure(fig, path)
