@@ -128,9 +128,9 @@ def test_class_visualization_raises_the_class_score_and_is_seeded():
     plain = E.class_visualization(model, 3, steps=40, lr=1.0, jitter=0, blur_every=0)
     assert int(np.argmax(scores(model, plain)[0])) == 3
     start = scores(model, E.class_visualization(model, 3, steps=0))[0, 3]
-    img = E.class_visualization(model, 3, steps=40, lr=1.0)  # jitter and blur regularise
+    img = E.class_visualization(model, 3, steps=40, lr=1.0, jitter=1, blur_sigma=0.5)
     assert scores(model, img)[0, 3] > start + 0.5
-    again = E.class_visualization(model, 3, steps=40, lr=1.0)
+    again = E.class_visualization(model, 3, steps=40, lr=1.0, jitter=1, blur_sigma=0.5)
     np.testing.assert_array_equal(img, again)
     clip = E.class_visualization(model, 3, steps=5, project=lambda x: np.clip(x, -0.1, 0.1))
     assert np.abs(clip).max() <= 0.1 + 1e-12
@@ -155,3 +155,116 @@ def test_helpers_and_bad_arguments():
         E.class_visualization(model, 7)
     with pytest.raises(ValueError, match="one image"):
         E.fooling_image(model, images(2), 1)
+
+
+# ------------------------------------------------------------------ figures and the CLI
+
+TINY = ["--dataset", "synthetic", "--n-train", "120", "--n-test", "20", "--image-size", "16"]
+
+
+def cli(capsys, *args):
+    from pix2pred.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny CNN and a tiny MLP run folder, trained by the CLI, and a test image file."""
+    from PIL import Image
+
+    from pix2pred.cli import main
+
+    root = tmp_path_factory.mktemp("runs")
+    for kind in ("cnn", "mlp"):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", kind, *TINY, "--epochs", "2", "--out", str(root / kind)])
+        assert exc.value.code == 0
+    image = root / "red square.png"
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(image)
+    return root, image
+
+
+def test_saliency_figure_handles_conv_and_flat_models(runs, tmp_path):
+    from pix2pred.data import load_dataset
+    from pix2pred.estimators import NeuralClassifier
+    from pix2pred.explain_figures import ImageSpace, saliency_figure, weights_figure
+
+    root, _ = runs
+    ds = load_dataset("synthetic", n_train=20, n_test=3, image_size=16)
+    for kind in ("cnn", "mlp"):
+        est = NeuralClassifier.load(root / kind / "model")
+        space = ImageSpace(est)
+        X = space.to_input(ds.X_test)
+        np.testing.assert_allclose(space.to_pixels(X) * 255, ds.X_test, atol=1e-3)
+        assert np.array_equal(space.to_uint8(X), ds.X_test)
+        for method in ("saliency", "integrated-gradients"):
+            png = saliency_figure(
+                est, ds.X_test, ds.y_test, ds.classes, tmp_path / f"{kind}.png", method
+            )
+            assert png.stat().st_size > 5000
+        assert weights_figure(est, ds.classes, tmp_path / f"{kind}-w.png").stat().st_size > 2000
+
+
+def test_explain_command_writes_one_png_per_image_and_never_overwrites(capsys, runs):
+    root, image = runs
+    run_dir = root / "cnn"
+    for method in ("saliency", "gradcam", "activations", "occlusion"):
+        code, _, err = cli(capsys, "explain", str(run_dir), str(image), "--method", method)
+        assert code == 0, err
+        assert (run_dir / "explain" / f"red square-{method}.png").is_file()
+    from pix2pred.cli_explain import load_run
+
+    cls = load_run(run_dir)[1][1]
+    code, _, err = cli(capsys, "explain", str(run_dir), str(image), str(image), "--class", cls)
+    assert code == 0, err
+    written = sorted(p.name for p in (run_dir / "explain").glob("red square-saliency*.png"))
+    assert written == [f"red square-saliency{s}.png" for s in ("-2", "-3", "")]
+
+
+def test_visualize_class_and_fool_commands(capsys, runs):
+    root, image = runs
+    run_dir = root / "mlp"
+    from pix2pred.cli_explain import load_run, read_images
+
+    est, classes = load_run(run_dir)
+    code, _, err = cli(
+        capsys, "visualize-class", str(run_dir), "--class", classes[2], "--steps", "20"
+    )
+    assert code == 0, err
+    assert (run_dir / "explain" / f"class-{classes[2]}.png").is_file()
+    pred = int(est.predict(read_images(est, [image]))[0])
+    target = classes[(pred + 1) % len(classes)]
+    code, out, err = cli(capsys, "fool", str(run_dir), str(image), "--target", target)
+    assert code == 0, err
+    assert out.startswith("fooled") and f"red square-fool-{target}.png" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "{root}/mlp", "{image}", "--method", "gradcam"], "needs a conv net"),
+        (["explain", "{root}/cnn", "{image}", "--method", "lime"], "--method must be one of"),
+        (["explain", "{root}/cnn", "{image}", "--class", "zebra"], "'zebra' is not a class"),
+        (["explain", "{root}", "{image}"], "not a pix2pred run folder"),
+        (["explain", "{root}/knn", "{image}"], "a kNN run"),
+        (["explain", "{root}/cnn", "{root}/nothing.png"], "nothing.png: no such file"),
+        (["fool", "{root}/cnn", "{image}", "--target", "zebra"], "--target 'zebra'"),
+        (["visualize-class", "{root}/cnn", "--class", "zebra"], "--class 'zebra'"),
+    ],
+)
+def test_bad_runs_methods_and_classes_get_a_clear_error(capsys, runs, args, message):
+    import json
+
+    root, image = runs
+    knn = root / "knn"
+    if not knn.exists():
+        knn.mkdir()
+        (knn / "config.json").write_text(json.dumps({"model": "knn", "classes": ["a", "b"]}))
+    args = [a.format(root=root, image=image) for a in args]
+    code, _, err = cli(capsys, *args)
+    assert code == 2
+    assert message in err and err.count("\n") == 1

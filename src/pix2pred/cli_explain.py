@@ -109,7 +109,7 @@ def explain(
             activations_figure(est, image, classes, png)
         else:
             explanation_figure(est, image, method, classes, png, target=target, name=path.name)
-        out.print(f"wrote {png}")
+        out.print(f"wrote {png}", soft_wrap=True)
 
 
 def visualize_class(
@@ -133,7 +133,7 @@ def visualize_class(
     png = free_path(out_dir or run / "explain", f"class-{class_name}")
     with console.status(f"gradient ascent for {class_name} ({steps} steps)"):
         class_visualization_figure(est, targets, classes, png, steps=steps, lr=lr, l2=l2, seed=seed)
-    out.print(f"wrote {png}")
+    out.print(f"wrote {png}", soft_wrap=True)
 
 
 def fool(
@@ -156,7 +156,7 @@ def fool(
     change = int(np.abs(fooled.astype(int) - pixels[0]).max())
     verdict = "fooled" if ok else "not fooled"
     out.print(f"{verdict}: predicted {target!r} after a change of at most {change}/255 per pixel")
-    out.print(f"wrote {png}")
+    out.print(f"wrote {png}", soft_wrap=True)
     if not ok:
         raise typer.Exit(1)
 
