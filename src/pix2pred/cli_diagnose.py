@@ -106,11 +106,11 @@ def diagnose_run(
     write_diagnostics(results, run_dir, title=title, extra={"model": kind, "dataset": ds.title})
 
     table = Table(title=f"Diagnostics of {title}", show_lines=True, expand=True)
-    table.add_column("check", ratio=2, min_width=13)
+    table.add_column("check", no_wrap=True)
     table.add_column("result", no_wrap=True)
     table.add_column("measured", ratio=3)
     table.add_column("expected", ratio=3)
-    table.add_column("why it matters", ratio=4, style="dim")
+    table.add_column("why it matters", ratio=3, style="dim")
     for r in results:
         table.add_row(r.title, STATUS_STYLE[r.status], r.measured, r.expected, r.why)
     out.print(table)

@@ -91,7 +91,7 @@ def run_diagnostics(
     X : float ndarray of shape (N, ...), preprocessed training inputs (N >= 2)
     y : int ndarray of shape (N,)
     checks : keys of `CHECKS` to run, in order (default: all)
-    progress : called with each check's title before it runs
+    progress : called with each check's key before it runs
     **settings : fields of `DiagnosticSettings` (optimizer, lr, momentum, weight_decay, ...)
     """
     s = DiagnosticSettings(**settings)

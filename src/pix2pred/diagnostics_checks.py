@@ -102,10 +102,7 @@ def check_initial_loss(model: Any, X: np.ndarray, y: np.ndarray, s: DiagnosticSe
     loss = dm.loss_value(dm.clone(model), X[:512], y[:512])
     ok = math.isfinite(loss) and abs(loss - expected) <= INITIAL_LOSS_TOLERANCE * expected
     name = f"C - 1 = {C - 1} (SVM, margin 1)" if svm else f"ln({C}) = {expected:.3f}"
-    why = (
-        "small random weights give near-equal scores, so the loss starts at chance; far off "
-        "means the initial scores are too large (init scale) or the loss is wrong"
-    )
+    why = "small weights give equal scores, so chance loss; far off: init scale or loss wrong"
     return CheckResult(
         "initial_loss",
         "initial loss",
@@ -156,14 +153,12 @@ def check_overfit(model: Any, X: np.ndarray, y: np.ndarray, s: DiagnosticSetting
     if failure is not None:
         measured = f"diverged at step {len(losses) + 1}"
     else:
-        measured = f"{final:.0%} after {len(accs)} steps, loss {losses[0]:.3g} → {losses[-1]:.3g}"
-    why = (
-        "a model that cannot memorise a handful of images has a bug or a learning rate far "
-        "off; fix that before training on everything"
-    )
+        measured = f"{final:.0%} of {len(Xs)} images after {len(accs)} steps, loss "
+        measured += f"{losses[0]:.3g} → {losses[-1]:.3g}"
+    why = "a model that cannot memorise a few images has a bug or an lr far off"
     return CheckResult(
         "overfit",
-        f"overfit {len(Xs)} images",
+        "overfit",
         _pass(ok),
         measured,
         f"100% train accuracy and the loss below {OVERFIT_LOSS_FALL:.0%} of its start within "
@@ -235,8 +230,7 @@ def check_gradients(model: Any, X: np.ndarray, y: np.ndarray, s: DiagnosticSetti
         _pass(ok),
         f"max rel. error {per_param[worst_name]:.1e} ({worst_name})",
         f"≤ {GRADCHECK_TOLERANCE:.0e} for every parameter",
-        "a backward pass that disagrees with the numerical gradient trains in a wrong "
-        "direction, however good the rest is",
+        "a wrong backward pass trains in a wrong direction, however good the rest is",
         per_param[worst_name],
         {"rel_error": per_param, "tolerance": GRADCHECK_TOLERANCE, "images": len(Xg)},
     )
@@ -293,13 +287,12 @@ def check_update_ratio(model: Any, X: np.ndarray, y: np.ndarray, s: DiagnosticSe
             measured += "; off: " + ", ".join(f"{k} {v:.1e}" for k, v in off.items())
     return CheckResult(
         "update_ratio",
-        "update/weight ratio",
+        "update ratio",
         _pass(ok),
         measured,
         f"~1e-3 (warn outside {lo:.0e}…{hi:.0e}), lr {s.lr:g} {s.optimizer}",
-        "updates far below 1e-3 of the weights mean learning crawls (lr too low), far above "
-        "mean it is unstable (lr too high)",
-        float(np.nanmax(list(medians.values()))) if medians else None,
+        "far below 1e-3 learning crawls (lr too low); far above it is unstable (too high)",
+        max((v for v in medians.values() if math.isfinite(v)), default=None),
         {
             "ratios": ratios,
             "warmup": s.ratio_warmup,
@@ -348,8 +341,7 @@ def check_activations(model: Any, X: np.ndarray, y: np.ndarray, s: DiagnosticSet
         _pass(ok),
         "; ".join(parts),
         f"≤ {DEAD_RELU_LIMIT:.0%} dead units per ReLU layer, no layer's std < 1e-3 × input's",
-        "dead units and vanishing activations pass no gradient back: their weights stop "
-        "learning (often a bad init scale, a large negative bias or too high an lr)",
+        "dead or vanishing units pass no gradient back: their weights stop learning",
         max(dead.values()) if dead else 0.0,
         {"layers": layers, "input_std": input_std, "images": len(batch)},
     )
@@ -380,12 +372,11 @@ def check_lr_range(model: Any, X: np.ndarray, y: np.ndarray, s: DiagnosticSettin
             measured += f", diverges at {r.diverged_lr:.2g}"
     return CheckResult(
         "lr_range",
-        "learning-rate range",
+        "lr range",
         _pass(ok),
         measured,
         f"lr {s.lr:g} between where the loss starts to fall and where it is lowest",
-        "too low an lr barely moves the loss, too high makes it climb and explode; the "
-        "fastest fall is a good first choice",
+        "too low an lr barely moves the loss, too high explodes; fastest fall: a good start",
         r.suggested_lr,
         {**r.to_json(), "optimizer": s.optimizer, "lr": s.lr},
     )

@@ -10,8 +10,8 @@ The curve is read after smoothing it with a centred moving average, which does n
 towards larger rates as an exponential moving average would:
 
 - ``suggested_lr``: where the smoothed loss falls fastest against ``log(lr)``;
-- ``start_lr``: where it starts to fall, its slope a tenth of the steepest (below this the
-  rate is too small to matter);
+- ``start_lr``: where the descent to that point begins, its slope a tenth of the steepest
+  (below this the rate is too small to matter);
 - ``min_loss_lr``: where it is lowest (above this a rate makes the loss climb);
 - ``diverged_lr``: where the test stopped on divergence (None if it never diverged).
 """
@@ -102,8 +102,11 @@ def analyse_lr_curve(
     log_lr = np.log10(lrs[:end])
     slope = np.gradient(s, log_lr)  # d loss / d log10(lr)
     i_steep = int(np.argmin(slope[: i_min + 1]))
-    # Where the curve bends down: the first slope a tenth as steep as the steepest.
-    i_start = int(np.argmax(slope[: i_steep + 1] <= 0.1 * slope[i_steep]))
+    # Where the descent to the steepest point begins: walking back from it, the last point
+    # whose slope is still at least a tenth of the steepest.
+    i_start = i_steep
+    while i_start > 0 and slope[i_start - 1] <= 0.1 * slope[i_steep]:
+        i_start -= 1
     return {
         "smoothed": s,
         "suggested_lr": float(lrs[i_steep]),
