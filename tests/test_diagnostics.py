@@ -168,6 +168,24 @@ def test_run_diagnostics_on_the_torch_backend_leaves_the_model_alone(data, torch
     assert dm.is_torch(dm.clone(model))
 
 
+def test_diagnose_estimator_builds_the_model_fit_would_train(torch_one_thread):
+    from pix2pred.estimators import CNN, MLP
+
+    ds = load_dataset("synthetic", n_train=120, n_test=10, image_size=8, seed=1)
+    est = MLP(hidden=[16], lr=1e-3, optimizer="adam")
+    results = D.diagnose_estimator(est, ds.X_train, ds.y_train, checks=["gradcheck", "overfit"])
+    assert [r.status for r in results] == ["pass", "pass"]
+    assert set(results[0].details["rel_error"]) == {"W1", "b1", "W2", "b2"}
+    model, X, y = D.prepare_estimator(CNN(backend="torch"), ds.X_train, ds.y_train, 10)
+    assert dm.is_torch(model) and X.shape == (len(y), 3, 8, 8) and model.num_classes == 10
+    (act,) = D.diagnose_estimator(
+        CNN(backend="torch"), ds.X_train, ds.y_train, checks=["activations"]
+    )
+    assert list(act.details["layers"])[:3] == ["conv1", "relu1", "pool1"]
+    with pytest.raises(ValueError, match="uint8"):
+        D.prepare_estimator(est, X, y)
+
+
 def test_bad_arguments_are_refused(data):
     X, y = data
     with pytest.raises(ValueError, match="unknown checks"):

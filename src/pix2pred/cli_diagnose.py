@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -48,8 +47,13 @@ def diagnose_run(
     checks: list[str] | None = None,
 ) -> Path:
     """Resolve the options as ``train`` does, run the checks, fill a new run folder; return it."""
-    from pix2pred.data.preprocess import make_preprocessor
-    from pix2pred.diagnostics import DiagnosticSettings, run_diagnostics, write_diagnostics
+    from pix2pred.diagnostics import (
+        DiagnosticSettings,
+        estimator_settings,
+        prepare_estimator,
+        run_diagnostics,
+        write_diagnostics,
+    )
     from pix2pred.runs import create_run_dir, default_run_dir, write_config
 
     _check_kind(kind)
@@ -57,15 +61,7 @@ def diagnose_run(
     d, p = config["data"], config["params"]
     est = _estimator_class(config["estimator"])(**p)
     est._validate()
-    settings = {
-        "optimizer": p["optimizer"],
-        "lr": p["lr"],
-        "momentum": p["momentum"],
-        "weight_decay": p["weight_decay"],
-        "batch_size": p["batch_size"],
-        "seed": p["seed"],
-        **{k: v for k, v in diag.items() if v is not None},
-    }
+    settings = {**estimator_settings(est), **{k: v for k, v in diag.items() if v is not None}}
     DiagnosticSettings(**settings)  # a bad value fails before any data is read
     target = out_dir or default_run_dir(f"diagnose-{kind}", d["dataset"])
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -81,11 +77,7 @@ def diagnose_run(
         d["n_train"],
         d["n_test"],
     )
-    pre = make_preprocessor(p["preprocessing"]).fit(ds.X_train)
-    X = np.ascontiguousarray(pre.transform(ds.X_train), dtype=p["dtype"])
-    y = ds.y_train
-    H, W, C = ds.X_train.shape[1:]
-    model = est._build_model((C, H, W), len(ds.classes))
+    model, X, y = prepare_estimator(est, ds.X_train, ds.y_train, len(ds.classes))
     console.print(
         f"diagnosing {kind} ({est!r}, {model.num_params():,} parameters, {est.backend}) on "
         f"{ds.title}: {len(y)} training images"

@@ -60,6 +60,9 @@ __all__ = [
     "check_lr_range",
     "check_overfit",
     "check_update_ratio",
+    "diagnose_estimator",
+    "estimator_settings",
+    "prepare_estimator",
     "run_diagnostics",
     "write_diagnostics",
 ]
@@ -108,6 +111,64 @@ def run_diagnostics(
             progress(key)
         results.append(CHECKS[key](model, X, y, s))
     return results
+
+
+def diagnose_estimator(
+    estimator: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    checks: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> list[CheckResult]:
+    """`run_diagnostics` on the model an estimator would train, with its training options.
+
+    Parameters
+    ----------
+    estimator : an unfitted (or fitted: only its keywords are read) `pix2pred.estimators`
+        classifier; its backend, architecture, init, dtype, seed and preprocessing build the
+        model, its optimizer, lr, momentum, weight_decay and batch_size drive the checks
+    X : uint8 images of shape (N, H, W, C), the training images
+    y : labels of shape (N,), integers in ``[0, num_classes)``
+    checks, progress : as for `run_diagnostics`
+    **settings : override `DiagnosticSettings` fields (``overfit_size``, ``lr_range_steps``...)
+    """
+    model, X_model, y = prepare_estimator(estimator, X, y)
+    options = {**estimator_settings(estimator), **settings}
+    return run_diagnostics(model, X_model, y, checks=checks, progress=progress, **options)
+
+
+def estimator_settings(estimator: Any) -> dict[str, Any]:
+    """The `DiagnosticSettings` fields an estimator's keywords set."""
+    keys = ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "seed")
+    return {k: getattr(estimator, k) for k in keys}
+
+
+def prepare_estimator(
+    estimator: Any, X: np.ndarray, y: np.ndarray, num_classes: int | None = None
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """``(initialised model, preprocessed inputs (N, C, H, W), labels)`` as ``fit`` makes them.
+
+    The preprocessing is fitted on ``X``; ``y`` must hold integer labels ``0..num_classes-1``
+    (``num_classes`` defaults to ``max(y) + 1``).
+    """
+    from pix2pred.data.preprocess import make_preprocessor
+
+    estimator._validate()
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 4 or X.dtype != np.uint8:
+        raise ValueError(f"X must be uint8 images (N, H, W, C), got {X.dtype} {X.shape}")
+    if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise ValueError(f"y must be integer labels >= 0 of shape ({len(X)},), got {y.shape}")
+    pre = make_preprocessor(estimator.preprocessing).fit(X)
+    X_model = np.ascontiguousarray(pre.transform(X), dtype=estimator.dtype)
+    H, W, C = X.shape[1:]
+    num_classes = num_classes or max(int(y.max()) + 1, 2)
+    if y.max() >= num_classes:
+        raise ValueError(f"y holds label {y.max()}, beyond num_classes={num_classes}")
+    model = estimator._build_model((C, H, W), num_classes)
+    return model, X_model, y.astype(np.int64)
 
 
 def write_diagnostics(
