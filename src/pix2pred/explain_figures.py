@@ -258,7 +258,7 @@ def class_visualization_figure(
     """One synthesised image per class of ``targets`` (`explain.class_visualization`)."""
     space = _space(est)
     n = len(targets)
-    fig = Figure(figsize=(1.7 * n + 0.3, 2.3))
+    fig = Figure(figsize=(max(1.7 * n + 0.3, 4.8), 2.6), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     X = E.class_visualization(
         space.model, [int(t) for t in targets], project=space.project, **options
@@ -267,7 +267,8 @@ def class_visualization_figure(
     guesses = _guess(space.est, imgs, classes)
     for ax, t, img, (_, guess) in zip(axes, targets, imgs, guesses, strict=True):
         _show_image(ax, img, f"{classes[t]}\n→ {guess}")
-    fig.suptitle("class visualisation: images the model scores highest for each class", fontsize=10)
+    what = "for each class" if n > 1 else f"for '{classes[targets[0]]}'"
+    fig.suptitle(f"class visualisation: an image the model scores highest {what}", fontsize=10)
     return save_figure(fig, path)
 
 
