@@ -114,9 +114,12 @@ def _load(dataset: str, root: Path | None, seed: int, val_size: float, size, n_t
 def _report(result: Any) -> None:
     from pix2pred.experiments_summary import signed_percent
 
+    ablation = result.experiment == "ablation"
+    first = result.runs[0].name.split("=", 1)[0] if ablation else "optimizer"
     table = Table(title=f"{result.experiment}: final accuracies", box=box.SIMPLE_HEAD)
-    for column in ("run", "lr", "train", "val", "best val", "test", "loss Δ", "status"):
-        left = column in ("run", "status")
+    columns = [first, *(() if ablation else ("lr",)), "train", "val", "best val", "test"]
+    for column in (*columns, "loss Δ", "status"):
+        left = column in (first, "status")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for r in result.runs:
 
@@ -124,9 +127,10 @@ def _report(result: Any) -> None:
             return "-" if x is None else f"{x:.1%}"
 
         change = r.loss_change
+        name = r.name.split("=", 1)[1] if ablation else r.name
         table.add_row(
-            r.name,
-            f"{r.params['lr']:g}",
+            name,
+            *(() if ablation else (f"{r.params['lr']:g}",)),
             acc(r.final_train_acc),
             acc(r.final_val_acc),
             acc(r.best_val_acc),

@@ -110,7 +110,8 @@ def ablation_summary(runs: Sequence[RunResult], param: str, numeric: bool) -> li
         )
         gap_lo = (lo.final_train_acc or 0.0) - (lo.final_val_acc or 0.0)
         gap_hi = (hi.final_train_acc or 0.0) - (hi.final_val_acc or 0.0)
-        line += f" (train − val gap {gap_lo * 100:+.1f} → {gap_hi * 100:+.1f} points)"
+        gaps = [f"{g * 100:+.1f}".replace("-", "−") for g in (gap_lo, gap_hi)]
+        line += f" (train − val gap {gaps[0]} → {gaps[1]} points)"
         lines.append(line)
     if not done:
         lines.append(f"every value of {param} diverged: none finished training")

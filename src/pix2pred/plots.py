@@ -422,19 +422,25 @@ def value_sweep_plot(
                 fontsize=9,
                 fontweight="bold",
             )
-    if numeric and logx:
-        positive = x[x > 0]
-        if positive.size < x.size and positive.size:
-            ax.set_xscale("symlog", linthresh=float(positive.min()))
-        elif positive.size:
+    scale = "linear"
+    if numeric and logx and (x > 0).any():
+        lo, hi = float(x[x > 0].min()), float(x.max())
+        if (x <= 0).any():  # a 0 (no decay, no dropout) sits left of the log part, linearly
+            scale = "symlog"
+            ax.set_xscale("symlog", linthresh=lo)
+            ax.set_xlim(-0.15 * lo, hi * 1.6)
+        else:
+            scale = "log"
             ax.set_xscale("log")
+            ax.set_xlim(lo / 1.6, hi * 1.6)
     if not numeric:
         ax.set_xticks(x, [str(v) for v in values])
     elif x.size <= 12:
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.minorticks_off()
     ax.set_ylim(bottom=-0.05, top=max(1e-3, *(a for a in [*train_acc, *val_acc] if a)) * 1.15)
-    ax.set_xlabel(f"{param}{' (log scale)' if numeric and logx else ''}")
+    notes = {"log": " (log scale)", "symlog": " (log scale, 0 at the left)", "linear": ""}
+    ax.set_xlabel(param + notes[scale])
     ax.set_ylabel("final accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
