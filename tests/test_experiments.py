@@ -225,3 +225,29 @@ def test_cli_ablate_writes_its_folder_and_refuses_bad_values(capsys, tmp_path):
         "Error: --values: 'x' is not a valid lr (a number expected)"
     ]
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_torch_backend_runs_the_same_experiments(data, tmp_path):
+    pytest.importorskip("torch")
+    torch_params = {**FAST, "hidden": [32], "backend": "torch", "device": "cpu"}
+    result = run_optimizer_comparison(
+        "mlp",
+        data,
+        params=torch_params,
+        optimizers=["sgd", "adam"],
+        run_dir=tmp_path / "opt",
+        progress=False,
+    )
+    sgd, adam = result.runs
+    assert sgd.loss[0] == pytest.approx(adam.loss[0], abs=1e-6) and sgd.loss != adam.loss
+    assert not sgd.diverged and adam.test_acc is not None
+    result = run_ablation(
+        "mlp",
+        data,
+        "lr",
+        [1e4, 1e-2],
+        params={**torch_params, "optimizer": "sgd"},
+        run_dir=tmp_path / "abl",
+        progress=False,
+    )
+    assert [r.diverged for r in result.runs] == [True, False]
