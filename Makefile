@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 # TwoLayerNet and SimpleCNN, each in a subfolder of runs/compare-synthetic-<time>/, and one
 # report, compare.html, whose path is printed last.
 demo: $(STAMP)
-	$(VENV)/bin/pix2pred compare --dataset synthetic --n-train 4000 --n-test 1000 --budget quick
+	$(VENV)/bin/pix2pred compare --dataset synthetic --n-train 3000 --n-test 1000 --budget quick
 
 test: lint
 	$(PY) -m pytest

@@ -82,7 +82,14 @@ FULL = (
         "convnet",
         {"epochs": 14, "spec": "32,32,M,64,64,M,128,128,M|256", "augment": "flip,crop"},
     ),
-    ModelSpec("resnet", "ResNet (fast recipe)", "resnet", {"epochs": 8.0}, backends=("torch",)),
+    ModelSpec(
+        "resnet",
+        "ResNet",
+        "resnet",
+        {"epochs": 8.0},
+        backends=("torch",),
+        note="the fast CIFAR-10 recipe of pix2pred train resnet",
+    ),
     ModelSpec(
         "optimizers",
         "TwoLayerNet: 5 update rules",

@@ -79,7 +79,7 @@ def _accuracy(row: dict[str, Any]) -> str:
 
 def _label(row: dict[str, Any]) -> str:
     extra = f", k={row['k']}" if row.get("k") else ""
-    extra += f", {row['epochs']} epochs" if row.get("epochs") else ""
+    extra += f", {row['epochs']:g} epochs" if row.get("epochs") else ""
     extra += ", resumed" if row.get("resumed") else ""
     return f"{row['label']}{extra}" if not extra else f"{row['label']} ({extra[2:]})"
 
@@ -141,20 +141,14 @@ def accuracy_chart(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str],
                 label=backend,
                 zorder=3,
             )
-    for r in scored:
-        ax.annotate(
-            r["label"],
-            (r["train_seconds"], 100 * r["test_accuracy"]),
-            textcoords="offset points",
-            xytext=(6, 4),
-            fontsize=9,
-        )
     ax.set_xscale("log")
     if scored:
         t = [r["train_seconds"] for r in scored]
         ax.set_xlim(min(t) / 2.5, max(t) * 4)
         acc = [100 * r["test_accuracy"] for r in scored]
-        ax.set_ylim(max(0.0, min(acc) - 8), min(100.0, max(acc) + 8))
+        lo, hi = max(0.0, min(acc) - 8), min(100.0, max(acc) + 8)
+        ax.set_ylim(lo, hi)
+        _label_points(ax, scored, gap=(hi - lo) / 22)
     ax.set_xlabel("training time (s, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=11)
@@ -163,6 +157,28 @@ def accuracy_chart(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str],
         ax.legend(loc="lower right")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _label_points(ax: Any, rows: Sequence[dict[str, Any]], gap: float) -> None:
+    """Name each point; a label that would sit on a nearby one is moved up, with a leader."""
+    placed: list[tuple[float, float]] = []  # (log10 time, label height)
+    mixed = len({r["backend"] for r in rows}) > 1
+    for r in sorted(rows, key=lambda r: r["test_accuracy"]):
+        x, y = r["train_seconds"], 100 * r["test_accuracy"]
+        text_y = y
+        for px, py in sorted(placed, key=lambda p: p[1]):
+            if abs(math.log10(x) - px) < 0.45 and abs(text_y - py) < gap:
+                text_y = py + gap
+        placed.append((math.log10(x), text_y))
+        moved = text_y - y > gap / 4
+        ax.annotate(
+            f"{r['label']} ({r['backend']})" if mixed else r["label"],
+            (x, y),
+            xytext=(x * 1.15, text_y),
+            fontsize=9,
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None,
+        )
 
 
 def _model_section(run_dir: Path, row: dict[str, Any]) -> Any:
