@@ -36,7 +36,9 @@ def test_every_optimizer_runs_from_the_same_initialisation(data, tmp_path):
         assert len(r.history["train_acc"]) == len(r.history["val_acc"]) == 2
         assert r.lr_schedule == [r.params["lr"]] * (2 * r.history["iterations_per_epoch"])
     # sgd and rmsprop are the plain rules, the two momentum rules keep the estimator's momentum
-    assert result.runs[0].params["optimizer"] == "sgd"
+    momenta = {r.name: (r.params["optimizer"], r.params["momentum"]) for r in result.runs}
+    assert momenta["sgd"] == ("sgd", 0.0) and momenta["rmsprop"] == ("rmsprop", 0.0)
+    assert momenta["momentum"] == ("sgd_momentum", 0.9) and momenta["nesterov"][1] == 0.9
     assert {r.name: r.params["lr"] for r in result.runs}["adam"] == 1e-3
     folder = tmp_path / "opt"
     names = {p.name for p in folder.iterdir()}
@@ -78,6 +80,7 @@ def test_a_diverging_lr_is_recorded_and_the_others_complete(data, tmp_path):
         progress=False,
     )
     big, *rest = result.runs
+    assert big.params["optimizer"] == "sgd" and big.params["momentum"] == 0.0  # plain SGD
     assert big.diverged and big.diverged_epoch in (1, 2) and "diverged" in big.error
     assert big.test_acc is None and big.final_val_acc is None
     assert all(np.isfinite(big.loss))  # the history up to the last good step

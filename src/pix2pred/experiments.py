@@ -127,6 +127,7 @@ def _train(
         "X_val": est._to_model_input(data.X_val),
         "y_val": data.y_val.astype(np.int64),
     }
+    used_momentum = est.momentum if momentum is None else momentum
     solver_class, backend_options = Solver, {}
     if est.backend == "torch":
         solver_class = _torch_train().TorchSolver
@@ -137,7 +138,7 @@ def _train(
         **backend_options,
         optimizer=est.optimizer,
         lr=est.lr,
-        momentum=est.momentum if momentum is None else momentum,
+        momentum=used_momentum,
         weight_decay=est.weight_decay,
         schedule=est.schedule,
         warmup_epochs=est.warmup_epochs,
@@ -150,7 +151,8 @@ def _train(
         verbose=False,
     )
     t0 = time.perf_counter()
-    result = RunResult(name=name, params=dict(params), history={}, lr_schedule=[], seconds=0.0)
+    run_params = {**params, "momentum": used_momentum}
+    result = RunResult(name=name, params=run_params, history={}, lr_schedule=[], seconds=0.0)
     try:
         # NOTE: an exploding run overflows on its way to NaN; the Solver reports that as a
         # divergence, so numpy's warnings about it would only repeat the news.
@@ -272,6 +274,7 @@ def run_ablation(
             check_params(model, {**base, param: value}, data)
         except (ValueError, TypeError) as e:
             raise ValueError(f"--values: {param}={format_value(value)} is refused: {e}") from None
+    momentum_given = param == "momentum" or "momentum" in (params or {})
     run_dir = _create(run_dir, f"experiment-ablate-{param}-{model}", data)
     config = {
         "experiment": "ablation",
@@ -286,7 +289,12 @@ def run_ablation(
     for i, value in enumerate(values, 1):
         label = f"{param}={format_value(value)}"
         _announce(console, i, len(values), f"{model} with {label}")
-        result = _train(model, {**base, param: value}, data, label, progress=progress)
+        run_params = {**base, param: value}
+        # NOTE: the estimators' momentum (0.9) would make "sgd" momentum SGD and give RMSProp
+        # momentum, as torch does; unless asked for, these rules run plain, as in the comparison.
+        plain = run_params["optimizer"] in ("sgd", "rmsprop") and not momentum_given
+        momentum = 0.0 if plain else None
+        result = _train(model, run_params, data, label, momentum=momentum, progress=progress)
         result.value = value
         runs.append(result)
     figures = _ablation_figures(runs, run_dir, model, param, data)
