@@ -9,9 +9,10 @@ past a point it climbs and diverges. The test stops once the (causally smoothed)
 The curve is read after smoothing it with a centred moving average, which does not shift it
 towards larger rates as an exponential moving average would:
 
-- ``suggested_lr``: where the smoothed loss falls fastest against ``log(lr)``;
-- ``start_lr``: where the descent to that point begins, its slope a tenth of the steepest
-  (below this the rate is too small to matter);
+- ``start_lr``: where the smoothed loss has made a tenth of its whole fall (below this the
+  rate is too small to matter);
+- ``suggested_lr``: where, between ``start_lr`` and ``min_loss_lr``, the smoothed loss falls
+  fastest against ``log(lr)``;
 - ``min_loss_lr``: where it is lowest (above this a rate makes the loss climb);
 - ``diverged_lr``: where the test stopped on divergence (None if it never diverged).
 """
@@ -97,16 +98,14 @@ def analyse_lr_curve(
     if end < 5:
         return none
     i_min = int(np.argmin(s))
-    if s[i_min] > (1 - min_fall) * s[0]:
+    first = float(np.mean(losses[: 2 * half_width + 1]))  # the first window, less noisy than s[0]
+    if s[i_min] > (1 - min_fall) * first:
         return none
     log_lr = np.log10(lrs[:end])
     slope = np.gradient(s, log_lr)  # d loss / d log10(lr)
-    i_steep = int(np.argmin(slope[: i_min + 1]))
-    # Where the descent to the steepest point begins: walking back from it, the last point
-    # whose slope is still at least a tenth of the steepest.
-    i_start = i_steep
-    while i_start > 0 and slope[i_start - 1] <= 0.1 * slope[i_steep]:
-        i_start -= 1
+    fallen = first - s[: i_min + 1]
+    i_start = int(np.argmax(fallen >= 0.1 * (first - s[i_min])))
+    i_steep = i_start + int(np.argmin(slope[i_start : i_min + 1]))
     return {
         "smoothed": s,
         "suggested_lr": float(lrs[i_steep]),
