@@ -58,13 +58,17 @@ def lr_range_plot(d: Mapping[str, Any], path: str | os.PathLike[str], title: str
 def update_ratio_plot(d: Mapping[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
     """``||update|| / ||W||`` per step for each weight (log y), with the healthy band shaded.
 
-    ``d`` holds ``ratios`` (name → list per step) and ``band`` ``[low, high]``.
+    ``d`` holds ``ratios`` (name → list per step), ``band`` ``[low, high]`` and ``warmup``
+    (the first steps, shaded: not counted in the verdict).
     """
     fig = Figure(figsize=(7.2, 4.2))
     ax = fig.subplots()
     lo, hi = d.get("band", (1e-4, 1e-2))
     ax.axhspan(lo, hi, color="C2", alpha=0.12, label=f"healthy band {lo:.0e}…{hi:.0e}")
     ax.axhline(1e-3, color="C2", lw=1, ls="--")
+    warmup = int(d.get("warmup", 0))
+    if warmup:
+        ax.axvspan(0.5, warmup + 0.5, color="0.5", alpha=0.12, label="warm-up (not counted)")
     for i, (name, values) in enumerate(d["ratios"].items()):
         v = np.asarray(values, dtype=np.float64)
         v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
