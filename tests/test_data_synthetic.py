@@ -146,3 +146,13 @@ def test_difficulty_hurts_nearest_neighbours_more_than_a_linear_classifier():
 def test_bad_difficulty(difficulty):
     with pytest.raises(ValueError, match="difficulty must be a float in"):
         make_synthetic(10, 10, difficulty=difficulty)
+
+
+def test_load_dataset_passes_difficulty_on():
+    ds = load_dataset("synthetic", n_train=40, n_test=10, val_size=0, difficulty=0.0)
+    assert ds.info["difficulty"] == 0.0
+    easy = make_synthetic(40, 10, difficulty=0.0)
+    assert np.array_equal(ds.X_test, easy[2]) and not np.array_equal(
+        ds.X_test, make_synthetic(40, 10)[2]
+    )
+    assert load_dataset("synthetic", n_train=40, n_test=10).info["difficulty"] == 1.0

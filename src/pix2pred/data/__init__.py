@@ -22,7 +22,7 @@ __all__ = ["DATASETS", "Dataset", "load_dataset", "stratified_subsample", "train
 DATASETS: tuple[str, ...] = ("synthetic", "cifar10", "folder")
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("noise",),
+    "synthetic": ("noise", "difficulty"),
     "cifar10": ("download",),
     "folder": ("test_size", "cache_dir", "skip_corrupt"),
 }
@@ -153,7 +153,8 @@ def load_dataset(
     progress : bool
         Show progress bars on stderr while reading or decoding.
     **options
-        ``"synthetic"``: ``noise`` (float, default 0.25).
+        ``"synthetic"``: ``noise`` (float, default 0.25), ``difficulty`` (float in [0, 2],
+        default 1: lighting ramps and clutter; 0 gives the easier set of earlier versions).
         ``"cifar10"``: ``download`` (bool, default False: fetch the tarball into ``root`` when
         missing).
         ``"folder"``: ``test_size`` (fraction or count, default 0.2; class layout only),
@@ -189,19 +190,21 @@ def load_dataset(
     extra: dict[str, Any] = {}
 
     if name == "synthetic":
-        from pix2pred.data.synthetic import DEFAULT_NOISE, make_synthetic
+        from pix2pred.data.synthetic import DEFAULT_DIFFICULTY, DEFAULT_NOISE, make_synthetic
 
         if root is not None:
             raise ValueError(f"the synthetic dataset is generated and takes no root, got {root!r}")
         noise = options.get("noise", DEFAULT_NOISE)
+        difficulty = options.get("difficulty", DEFAULT_DIFFICULTY)
         X_train, y_train, X_test, y_test, classes = make_synthetic(
             n_train if n_train is not None else 5000,
             n_test if n_test is not None else 1000,
             image_size=hw or 32,
             noise=noise,
+            difficulty=difficulty,
             seed=seed,
         )
-        source, extra["noise"] = "generated", float(noise)
+        source, extra["noise"], extra["difficulty"] = "generated", float(noise), float(difficulty)
     elif name == "cifar10":
         from pix2pred.data import cifar10
 

@@ -126,15 +126,16 @@ def _clutter(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random soft-edged rectangles drawn over the pattern, for nuisance the classes do not share.
 
-    Returns ``alpha (n, count, H, W)`` float32 in ``[0, 1]`` and ``colour (n, count, 3)`` float32.
+    ``u`` ``(W,)`` and ``v`` ``(H,)`` are the pixel coordinates across and down. Returns
+    ``alpha (n, count, H, W)`` float32 in ``[0, 1]`` and ``colour (n, count, 3)`` float32.
     """
-    ex = (slice(None), slice(None), None, None)  # (n, count) -> (n, count, 1, 1)
-    centre = rng.uniform(-1.0, 1.0, (2, n, count)).astype(np.float32)
-    half = rng.uniform(0.08, 0.25, (2, n, count)).astype(np.float32)
-    edge = 2.0 / u.shape[1]
-    inside_u = (half[0][ex] - np.abs(u - centre[0][ex])) / edge
-    inside_v = (half[1][ex] - np.abs(v - centre[1][ex])) / edge
-    alpha = np.clip(np.minimum(inside_u, inside_v) + 0.5, 0.0, 1.0)  # (n, count, H, W)
+    centre = rng.uniform(-1.0, 1.0, (2, n, count, 1)).astype(np.float32)
+    half = rng.uniform(0.08, 0.25, (2, n, count, 1)).astype(np.float32)
+    edge = np.float32(2.0 / len(u))
+    inside_u = (half[0] - np.abs(u - centre[0])) / edge + 0.5  # (n, count, W)
+    inside_v = (half[1] - np.abs(v - centre[1])) / edge + 0.5  # (n, count, H)
+    alpha = np.minimum(inside_u[:, :, None, :], inside_v[:, :, :, None])  # (n, count, H, W)
+    np.clip(alpha, 0.0, 1.0, out=alpha)
     alpha *= rng.uniform(0.6, 1.0, (n, count, 1, 1)).astype(np.float32)
     return alpha, rng.uniform(0.0, 1.0, (n, count, 3)).astype(np.float32)
 
@@ -178,29 +179,32 @@ def _generate(
     span = 255.0 * (fg - bg)  # (n, 3)
     quantiles = _normal_quantiles() * np.float32(255.0 * noise)  # (65536,)
     step = max(1, _CHUNK_PIXELS // (H * W))
+    # NOTE: the arithmetic runs channel-first, (b, 3, H, W), so that every per-pixel broadcast
+    # has a long contiguous inner loop; with channels last its inner loop is 3 long and slow.
     for s in range(0, n, step):
         sl = slice(s, min(s + step, n))
-        m = _patterns(y[sl], {k: a[sl] for k, a in p.items()}, u, v)[..., None]  # (b, H, W, 1)
+        m = _patterns(y[sl], {k: a[sl] for k, a in p.items()}, u, v)[:, None]  # (b, 1, H, W)
         # Gaussian noise by inverse-CDF lookup of 16-bit uniforms: indistinguishable from
         # rng.standard_normal after uint8 rounding, and about twice as fast.
         idx = rng.integers(0, 65536, (len(m), H, W, 3), dtype=np.uint16)
-        img = quantiles[idx]  # (b, H, W, 3)
-        img += base[sl, None, None, :]
-        img += m * span[sl, None, None, :]
+        img = quantiles[idx.transpose(0, 3, 1, 2)]  # (b, 3, H, W)
+        img += base[sl, :, None, None]
+        img += m * span[sl, :, None, None]
         if d > 0:
-            # NOTE: one scratch buffer and in-place ops: fresh (b, H, W, 3) temporaries cost
-            # more in page faults than the arithmetic
-            tmp = np.multiply(u[None, :, :, None], 255.0 * ramp[sl, None, None, 0], dtype=img.dtype)
+            # NOTE: one scratch buffer and in-place ops: fresh (b, 3, H, W) temporaries cost
+            # more in page faults than the arithmetic. The ramp is u * r0 + v * r1 per channel,
+            # one small matrix product over the pixels.
+            uv = np.stack([u.ravel(), v.ravel()])  # (2, H * W)
+            r = 255.0 * ramp[sl].transpose(0, 2, 1)  # (b, 3, 2)
+            tmp = np.matmul(r, uv).reshape(img.shape)  # (b, 3, H, W)
             img += tmp
-            np.multiply(v[None, :, :, None], 255.0 * ramp[sl, None, None, 1], out=tmp)
-            img += tmp
-            alpha, colour = _clutter(len(m), u, v, n_clutter, rng)
+            alpha, colour = _clutter(len(m), u[0], v[:, 0], n_clutter, rng)
             for j in range(n_clutter):
-                np.subtract(255.0 * colour[:, j, None, None, :], img, out=tmp)
-                tmp *= alpha[:, j, :, :, None]  # (b, H, W, 1)
+                np.subtract(255.0 * colour[:, j, :, None, None], img, out=tmp)
+                tmp *= alpha[:, j, None]  # (b, 1, H, W)
                 img += tmp
         np.clip(img, 0.0, 255.0, out=img)
-        X[sl] = img  # NOTE: float -> uint8 assignment truncates; values are >= 0 here
+        X[sl] = img.transpose(0, 2, 3, 1)  # NOTE: float -> uint8 truncates; values are >= 0
     return X, y
 
 
