@@ -158,6 +158,8 @@ def test_resume_and_out_refuse_other_folders(capsys, tmp_path):
     assert code == 2 and "no such folder" in err
     code, _, err = run(capsys, "compare", "--resume", str(other), "-d", "synthetic")
     assert code == 2 and "drop --dataset" in err
+    code, _, err = run(capsys, "compare", "--resume", str(other), "--budget", "full")
+    assert code == 2 and "drop --budget" in err
 
 
 def test_out_with_other_options_is_refused(tmp_path, capsys):

@@ -64,16 +64,17 @@ def compare(
     ] = None,
     root: RootOpt = None,
     backend: Annotated[
-        str, typer.Option(help="numpy, torch, or both (every model on each).")
-    ] = "numpy",
+        str | None,
+        typer.Option(help="numpy (default), torch, or both (every model on each)."),
+    ] = None,
     budget: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="quick (about 10-20 min on CIFAR-10 on 2 CPU cores) or full (hours; adds "
+            help="quick (default; about 10-20 min on CIFAR-10 on 2 CPU cores) or full (hours; adds "
             "FullyConnectedNet, ConvNet, the resnet on torch and the optimizer and learning-rate "
             f"experiments). Models and epochs: {budget_help()}."
         ),
-    ] = "quick",
+    ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -106,6 +107,7 @@ def compare(
 
     if resume is not None:
         given = {"dataset": dataset, "root": root, "out": out_dir, "image_size": image_size}
+        given.update(backend=backend, budget=budget)
         given.update(n_train=n_train, n_test=n_test)
         named = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
         if named:
@@ -115,6 +117,7 @@ def compare(
         config = _saved_config(resume, "--resume")
         run_dir = resume
     else:
+        backend, budget = backend or "numpy", budget or "quick"
         if backend not in BACKENDS:
             raise ValueError(f"--backend must be numpy, torch or both, got {backend!r}")
         if budget not in BUDGETS:
