@@ -223,3 +223,4 @@ def test_experiments_run_as_steps(capsys, tmp_path):
     assert row["figures"] and row["summary"]
     page = (run_dir / "compare.html").read_text()
     assert row["summary"][0].split()[0] in page and "experiment: best" in page
+    assert "No model has a test accuracy yet." in page  # no empty chart

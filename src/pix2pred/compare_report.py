@@ -219,7 +219,9 @@ def write_reports(run_dir: Path, state: dict[str, Any]) -> Path:
     dataset = config.get("title") or config["dataset"]
     title = f"kNN to CNN on {dataset}"
     write_bytes(run_dir / MARKDOWN_FILE, markdown_table(rows).encode("utf-8"))
-    chart = accuracy_chart(rows, run_dir / CHART_FILE, f"{title} ({config['budget']} budget)")
+    chart = None
+    if _scored(rows):  # an experiment has no test accuracy of its own to plot
+        chart = accuracy_chart(rows, run_dir / CHART_FILE, f"{title} ({config['budget']} budget)")
     done = [r for r in rows if r.get("status") == "done" and r.get("test_accuracy") is not None]
     best = max(done, key=lambda r: r["test_accuracy"], default=None)
     headline = [
@@ -247,7 +249,9 @@ def write_reports(run_dir: Path, state: dict[str, Any]) -> Path:
         ),
         R.section(
             "Accuracy against training time",
-            R.figure(R.image(chart, "test accuracy against training time"), None),
+            R.figure(R.image(chart, "test accuracy against training time"), None)
+            if chart is not None
+            else R.escape("No model has a test accuracy yet."),
             note="Training time on a log scale: each step up the course costs more compute.",
         ),
         *(_model_section(run_dir, r) for r in rows),
