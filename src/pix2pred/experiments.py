@@ -52,7 +52,14 @@ __all__ = [
 
 @dataclass
 class RunResult:
-    """One training run of an experiment: what it was given and what it reached."""
+    """One training run of an experiment: what it was given and what it reached.
+
+    ``history`` is the Solver's (per-iteration loss, per-epoch accuracies); ``lr_schedule`` the
+    rate of every iteration. ``final_train_acc`` and ``final_val_acc`` are the last epoch's,
+    ``test_acc`` that of the best validation epoch's parameters (the ones the estimator keeps).
+    A diverged run has no accuracies; ``diverged_epoch`` and ``diverged_step`` (1-based) say
+    where its loss or an update stopped being finite, and ``error`` the Solver's message.
+    """
 
     name: str
     params: dict[str, Any]
