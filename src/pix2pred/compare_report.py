@@ -119,15 +119,14 @@ def _scored(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def accuracy_chart(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str):
     """Test accuracy against training time (log-x), one labelled point per finished model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from pix2pred.plots import save_figure
 
     scored = _scored(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    # A bare Figure (no pyplot) is freed with its last reference: compare draws this often.
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     markers = {"numpy": ("o", "tab:blue"), "torch": ("s", "tab:orange")}
     for backend, (marker, colour) in markers.items():
         pts = [r for r in scored if r["backend"] == backend]
