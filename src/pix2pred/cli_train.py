@@ -247,7 +247,11 @@ def make_train_command(kind: str):
             str | None, typer.Option(help="sgd, sgd_momentum, nesterov, rmsprop, adam, adamw.")
         ] = None,
         momentum: Annotated[
-            float | None, typer.Option(help="Momentum of the SGD rules and RMSProp.")
+            float | None,
+            typer.Option(
+                help="Momentum of sgd, sgd_momentum, nesterov, rmsprop "
+                "(default: 0.9 for sgd_momentum and nesterov, none for sgd and rmsprop)."
+            ),
         ] = None,
         schedule: Annotated[
             str | None, typer.Option(help="constant, step, exponential, inverse_time, cosine.")

@@ -3,7 +3,9 @@
 Each estimator takes ``uint8`` images ``(N, H, W, C)`` (or ``(N, H, W)`` grayscale), fits a
 preprocessing on the training images, trains a model with the :class:`~pix2pred.solver.Solver`
 and keeps what it learned in attributes ending in ``_``. ``__init__`` stores its keywords
-unchanged; they carry the same names as the command-line options.
+unchanged; they carry the same names as the command-line options. ``momentum=None`` leaves each
+update rule its own: 0.9 for "sgd_momentum" and "nesterov", none for "sgd" and "rmsprop" (so
+"sgd" stays plain SGD unless a momentum is asked for, as in ``torch.optim.SGD``).
 
 ``backend="numpy"`` trains the hand-written models of `pix2pred.nn_numpy`; ``backend="torch"``
 their `pix2pred.nn_torch` twins with `pix2pred.nn_torch.train.TorchSolver`, on ``device``
@@ -144,6 +146,8 @@ class NeuralClassifier:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) or None, got {self.momentum!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.dtype not in ("float32", "float64"):
@@ -480,7 +484,7 @@ class Softmax(NeuralClassifier):
         lr: float = 1e-3,
         weight_decay: float = 1e-3,
         optimizer: str = "sgd_momentum",
-        momentum: float = 0.9,
+        momentum: float | None = None,
         schedule: str = "cosine",
         warmup_epochs: int = 0,
         augment: str | None = None,
@@ -529,7 +533,7 @@ class MLP(NeuralClassifier):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         optimizer: str = "adam",
-        momentum: float = 0.9,
+        momentum: float | None = None,
         schedule: str = "cosine",
         warmup_epochs: int = 0,
         augment: str | None = None,
@@ -577,7 +581,7 @@ class CNN(NeuralClassifier):
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
         optimizer: str = "adam",
-        momentum: float = 0.9,
+        momentum: float | None = None,
         schedule: str = "cosine",
         warmup_epochs: int = 0,
         augment: str | None = "flip,crop",

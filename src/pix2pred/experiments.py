@@ -30,6 +30,7 @@ from pix2pred.experiments_config import (
     DEFAULT_LRS,
     OPTIMIZER_ALIASES,
     OPTIMIZERS,
+    RULE_MOMENTUM,
     check_params,
     estimator_class,
     format_value,
@@ -135,6 +136,8 @@ def _train(
         "y_val": data.y_val.astype(np.int64),
     }
     used_momentum = est.momentum if momentum is None else momentum
+    if used_momentum is None:  # the rule's own, recorded as a number
+        used_momentum = RULE_MOMENTUM.get(est.optimizer)
     solver_class, backend_options = Solver, {}
     if est.backend == "torch":
         solver_class = _torch_train().TorchSolver
@@ -281,7 +284,6 @@ def run_ablation(
             check_params(model, {**base, param: value}, data)
         except (ValueError, TypeError) as e:
             raise ValueError(f"--values: {param}={format_value(value)} is refused: {e}") from None
-    momentum_given = param == "momentum" or "momentum" in (params or {})
     run_dir = _create(run_dir, f"experiment-ablate-{param}-{model}", data)
     config = {
         "experiment": "ablation",
@@ -297,11 +299,7 @@ def run_ablation(
         label = f"{param}={format_value(value)}"
         _announce(console, i, len(values), f"{model} with {label}")
         run_params = {**base, param: value}
-        # NOTE: the estimators' momentum (0.9) would make "sgd" momentum SGD and give RMSProp
-        # momentum, as torch does; unless asked for, these rules run plain, as in the comparison.
-        plain = run_params["optimizer"] in ("sgd", "rmsprop") and not momentum_given
-        momentum = 0.0 if plain else None
-        result = _train(model, run_params, data, label, momentum=momentum, progress=progress)
+        result = _train(model, run_params, data, label, progress=progress)
         result.value = value
         runs.append(result)
     figures = _ablation_figures(runs, run_dir, model, param, data)

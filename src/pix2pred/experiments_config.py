@@ -21,6 +21,7 @@ __all__ = [
     "EXPERIMENT_DEFAULTS",
     "OPTIMIZERS",
     "OPTIMIZER_ALIASES",
+    "RULE_MOMENTUM",
     "check_params",
     "format_value",
     "is_log_scale",
@@ -45,6 +46,8 @@ DEFAULT_LRS: dict[str, float] = {
     "adam": 1e-3,
 }
 OPTIMIZER_ALIASES = {"sgd_momentum": "momentum"}
+# The momentum each update rule runs with when none is given (Adam's lives in its betas).
+RULE_MOMENTUM: dict[str, float] = {"sgd": 0.0, "sgd_momentum": 0.9, "nesterov": 0.9, "rmsprop": 0.0}
 # Estimator keywords that are not hyperparameters of the model or its training.
 _NOT_HYPERPARAMETERS = ("backend", "device", "amp", "deterministic", "progress", "checkpoint_dir")
 # Keywords whose default is None, with the type of their other values.
