@@ -70,9 +70,9 @@ def compare(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="quick (default; about 10-20 min on CIFAR-10 on 2 CPU cores) or full (hours; adds "
-            "FullyConnectedNet, ConvNet, the resnet on torch and the optimizer and learning-rate "
-            f"experiments). Models and epochs: {budget_help()}."
+            help="quick (default; about 10-15 min on CIFAR-10 on 2 idle CPU cores) or full "
+            "(hours; adds FullyConnectedNet, ConvNet, the resnet on torch and the optimizer and "
+            f"learning-rate experiments). Models and epochs: {budget_help()}."
         ),
     ] = None,
     out_dir: Annotated[
