@@ -17,6 +17,7 @@ from rich.table import Table
 
 from pix2pred.cli_options import ImageSizeOpt, NTestOpt, NTrainOpt, OutOpt, RootOpt, console, out
 from pix2pred.cli_train import KINDS, _estimator_class, resolve_config
+from pix2pred.cli_train import _report as write_report
 
 STATUS_STYLE = {"pass": "[green]pass[/green]", "warn": "[yellow]warn[/yellow]"}
 
@@ -109,6 +110,7 @@ def diagnose_run(
     warned = [r.title for r in results if not r.passed]
     summary = f"{len(results) - len(warned)} of {len(results)} checks passed"
     out.print(summary + (f"; look at: {', '.join(warned)}" if warned else ""))
+    write_report(run_dir)  # a failed report only warns: the checks are already saved
     out.print(f"run folder: {run_dir}")
     return run_dir
 

@@ -141,6 +141,9 @@ def _report(result: Any) -> None:
     out.print(table)
     for line in result.summary:
         out.print(f"- {line}")
+    from pix2pred.cli_train import _report as write_report
+
+    write_report(result.run_dir)  # a failed report only warns: the results are already saved
     out.print(f"run folder: {result.run_dir}")
 
 

@@ -301,10 +301,18 @@ def write_run_report(run_dir: str | os.PathLike[str], **inputs: Any) -> Path:
     ``inputs`` are what the training command still holds in memory (``dataset``,
     ``estimator``, ...), which spares reloading them; see
     :func:`pix2pred.report_run.write_run_report` for the list. Without them the data and the
-    model are loaded again from the run's ``config.json`` and model files.
+    model are loaded again from the run's ``config.json`` and model files. A folder of
+    ``pix2pred diagnose`` or ``pix2pred experiment`` gets its own page (see
+    :mod:`pix2pred.report_diagnose`, :mod:`pix2pred.report_experiment`), built from its files.
     """
-    from pix2pred import report_run
+    from pix2pred import report_diagnose, report_experiment, report_run
+    from pix2pred.runs import read_run
 
+    config, _ = read_run(run_dir)
+    if report_diagnose.is_diagnose_run(config):  # its checks need no data and no model
+        return report_diagnose.write_diagnose_report(run_dir)
+    if report_experiment.is_experiment_run(config):
+        return report_experiment.write_experiment_report(run_dir)
     return report_run.write_run_report(Path(run_dir), **inputs)
 
 
