@@ -102,8 +102,9 @@ def test_experiment_reports_render_and_mark_divergence(ablation_run, tmp_path, c
     )
     assert code == 0 and "report: " in stdout and (out / "report.html").is_file()
     probe = _probe_ok(out / "report.html", tmp_path, 3)
-    assert "sgd\t0.05\t0\t" in probe["text"] and "adam\t0.001\t" in probe["text"]
-    assert "sgd (sgd, lr 0.05), adam (adam, lr 0.001)" in probe["text"]
+    assert "sgd\t0.05\t0\t" in probe["text"] and "adam\t0.001\t–\t" in probe["text"]
+    assert "optimizer sgd\tsgd, lr 0.05" in probe["text"]
+    assert "optimizer adam\tadam, lr 0.001" in probe["text"]
 
 
 def test_report_command_rebuilds_both_kinds(diagnose_run, ablation_run, tmp_path, capsys):

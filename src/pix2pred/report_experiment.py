@@ -113,7 +113,8 @@ def results_section(config: dict[str, Any], results: dict[str, Any]) -> Markup:
         p = r.get("params", {})
         cells: list[Any] = [_run_label(r, ablation)]
         if not ablation:
-            cells += [f"{p.get('lr', float('nan')):g}", p.get("momentum")]
+            momentum = p.get("momentum")
+            cells += [f"{p.get('lr', float('nan')):g}", "–" if momentum is None else momentum]
         if r.get("diverged"):
             cells += ["–", "–", "–", "–"]
         else:
@@ -164,10 +165,11 @@ def config_section(run_dir: Path, config: dict[str, Any]) -> Markup:
     from pix2pred.report_run import RunView
     from pix2pred.report_run import config_section as run_config_section
 
-    data = {k: v for k, v in config.get("dataset", {}).items() if k not in ("classes", "info")}
-    image_shape = config.get("dataset", {}).get("info", {}).get("image_shape")
-    if image_shape:
-        data["image_shape"] = image_shape
+    dataset = config.get("dataset", {})
+    data = {"dataset": dataset.get("title", dataset.get("name"))}
+    data.update({k: dataset[k] for k in ("n_train", "n_val", "n_test") if k in dataset})
+    if dataset.get("info", {}).get("image_shape"):
+        data["image_shape"] = dataset["info"]["image_shape"]
     params = {"experiment": config["experiment"], "model": config.get("model")}
     base = dict(config.get("params", {}))
     if config["experiment"] == "ablation":
@@ -175,12 +177,10 @@ def config_section(run_dir: Path, config: dict[str, Any]) -> Markup:
         params[f"{param} (ablated)"] = config.get("values")
         base.pop(param, None)
     else:
-        optimizers = config.get("optimizers", {})
-        params["optimizers"] = ", ".join(
-            f"{name} ({o.get('rule')}, lr {o.get('lr'):g})" for name, o in optimizers.items()
-        )
-        base.pop("lr", None)  # each rule has its own, listed above
-        base.pop("optimizer", None)
+        for name, o in config.get("optimizers", {}).items():
+            params[f"optimizer {name}"] = f"{o.get('rule')}, lr {o.get('lr'):g}"
+        for key in ("optimizer", "lr", "momentum"):  # each rule has its own: see the results
+            base.pop(key, None)
     view_config = {
         "data": data,
         "params": {**params, **base},
