@@ -254,3 +254,21 @@ def test_the_torch_backend_runs_the_same_experiments(data, tmp_path):
         progress=False,
     )
     assert [r.diverged for r in result.runs] == [True, False]
+
+
+def test_a_momentum_ablation_parses_its_values_and_runs(data, tmp_path):
+    # momentum defaults to None (the rule's own), so its values must still be typed as numbers
+    assert parse_values("mlp", "momentum", "0,0.5,none") == [0.0, 0.5, None]
+    result = run_ablation(
+        "softmax",
+        data,
+        "momentum",
+        "0,0.9",
+        params={**FAST, "epochs": 1},
+        run_dir=tmp_path / "mom",
+        progress=False,
+    )
+    assert [r.params["momentum"] for r in result.runs] == [0.0, 0.9]
+    assert all(not r.diverged for r in result.runs)
+    assert result.runs[0].loss[0] == pytest.approx(result.runs[1].loss[0])
+    assert result.runs[0].loss[-1] != pytest.approx(result.runs[1].loss[-1])

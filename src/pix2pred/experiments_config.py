@@ -56,7 +56,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "augment": str,
     "normalization": str,
     "spec": str,
-    "amp": str,
+    "momentum": float,
 }
 # Experiments show the rule itself, so the rate stays constant unless a schedule is asked for.
 EXPERIMENT_DEFAULTS: dict[str, Any] = {"schedule": "constant"}
