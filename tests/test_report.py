@@ -332,6 +332,40 @@ def test_a_failing_report_does_not_lose_the_run(tmp_path, capsys, monkeypatch):
     assert not (out / "report.html").exists()
 
 
+def test_a_pca_run_gets_a_report_without_saliency(tmp_path, capsys):
+    # saliency needs pixels; a softmax on PCA features sees flat vectors, so it is skipped
+    out = tmp_path / "pca"
+    args = ["--n-train", "200", "--n-test", "40", "--image-size", "8", "--epochs", "1"]
+    code, _, err = _cli(
+        capsys, "train", "softmax", "-d", "synthetic", *args, "--preprocessing", "pca", "-o", out
+    )
+    assert code == 0 and "could not write" not in err
+    document = (out / "report.html").read_text(encoding="utf-8")
+    titles = _section_titles(document)
+    assert "Worst mistakes" in titles and "Saliency" in titles and "Configuration" in titles
+    assert "Not shown: the model was trained on PCA features, not on pixels." in document
+    check_self_contained(document)
+
+
+def test_a_failing_picture_section_becomes_a_note(softmax_run, tmp_path, capsys, monkeypatch):
+    import shutil as sh
+
+    from pix2pred import report_pictures
+
+    def broken(view):
+        raise RuntimeError("gradient exploded")
+
+    monkeypatch.setattr(report_pictures, "saliency_section", broken)
+    copy = tmp_path / "copy"
+    sh.copytree(softmax_run, copy)
+    (copy / "report.html").unlink()
+    code, _, _ = _cli(capsys, "report", copy)
+    assert code == 0
+    document = (copy / "report.html").read_text(encoding="utf-8")
+    assert "Not shown: it could not be drawn (RuntimeError: gradient exploded)." in document
+    assert _section_titles(document)[-2:] == ["Saliency", "Configuration"]
+
+
 def test_knn_and_cnn_reports(tmp_path, capsys):
     knn = tmp_path / "knn"
     code, _, _ = _cli(capsys, "train", "knn", "-d", "synthetic", *SMALL, "--ks", "1,3", "-o", knn)

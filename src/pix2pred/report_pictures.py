@@ -5,6 +5,7 @@ and saliency maps. Each takes a :class:`pix2pred.report_run.RunView`.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,19 +263,36 @@ def saliency_section(view: RunView, n: int = N_SALIENCY) -> Markup:
     return section("Saliency", Markup("<div class='tiles'>" + "".join(cells) + "</div>"), note=note)
 
 
+def _isolated(
+    title: str, build: Callable[[RunView], Markup | None], view: RunView
+) -> Markup | None:
+    """``build(view)``, or a one-line note if it fails: one broken picture keeps the report."""
+    try:
+        return build(view)
+    except Exception as e:  # any failure of one picture becomes a note
+        return section(title, note=f"Not shown: it could not be drawn ({type(e).__name__}: {e}).")
+
+
 def picture_sections(view: RunView) -> list[Markup]:
-    """The sections that need the test images and the model, in reading order."""
-    out: list[Markup] = []
+    """The sections that need the test images and the model, in reading order.
+
+    Each is built on its own: a section that fails becomes a note saying why, not a lost report.
+    """
+    out: list[Markup | None] = []
     has_images = view.dataset is not None and view.scores is not None
     if has_images:
-        out.append(mistakes_section(view))
+        out.append(_isolated("Worst mistakes", mistakes_section, view))
         if view.kind == "knn":
-            out.append(neighbours_section(view))
+            out.append(
+                _isolated("Nearest neighbours of the worst mistakes", neighbours_section, view)
+            )
     elif view.why_no_images:
         out.append(section("Worst mistakes", note=f"Not shown: {view.why_no_images}."))
-    learned = learned_section(view)
-    if learned is not None:
-        out.append(learned)
+    out.append(_isolated("What the model learned", learned_section, view))
     if has_images and view.kind not in ("knn", "resnet"):  # explain knows pix2pred's own nets
-        out.append(saliency_section(view))
-    return out
+        if getattr(view.model, "preprocessing", None) == "pca":
+            note = "Not shown: the model was trained on PCA features, not on pixels."
+            out.append(section("Saliency", note=note))
+        else:
+            out.append(_isolated("Saliency", saliency_section, view))
+    return [s for s in out if s is not None]
