@@ -272,3 +272,32 @@ def test_a_momentum_ablation_parses_its_values_and_runs(data, tmp_path):
     assert all(not r.diverged for r in result.runs)
     assert result.runs[0].loss[0] == pytest.approx(result.runs[1].loss[0])
     assert result.runs[0].loss[-1] != pytest.approx(result.runs[1].loss[-1])
+
+
+def test_a_batch_size_ablation_draws_each_run_against_its_own_epochs(data, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from pix2pred import plots
+
+    figures = {}
+    save = plots.save_figure
+
+    def keep(fig, path, **kw):
+        figures[Path(path).name] = fig
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    result = run_ablation(
+        "softmax",
+        data,
+        "batch_size",
+        "100,25",
+        params={"epochs": 2},
+        run_dir=tmp_path / "bs",
+        progress=False,
+    )
+    steps = [r.history["iterations_per_epoch"] for r in result.runs]
+    assert steps[1] > steps[0]  # smaller batches, more steps per epoch
+    # every curve ends at the last epoch, whatever its batch size
+    ends = [max(line.get_xdata()) for line in figures["ablation_loss.png"].axes[0].lines]
+    assert ends and np.allclose(ends, 2.0, atol=0.5 / steps[0])

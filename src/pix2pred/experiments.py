@@ -334,12 +334,17 @@ def _write_config(run_dir: Path, config: dict[str, Any]) -> None:
     write_config(run_dir, config)
 
 
+def _steps_per_epoch(runs: list[RunResult]) -> dict[str, int]:
+    """Each run's own steps per epoch (an ablation of batch_size changes them)."""
+    return {r.name: int(r.history.get("iterations_per_epoch", 1)) for r in runs}
+
+
 def _optimizer_figures(
     runs: list[RunResult], run_dir: Path, model: str, data: Dataset
 ) -> dict[str, Path]:
     from pix2pred import plots
 
-    per_epoch = runs[0].history["iterations_per_epoch"]
+    per_epoch = _steps_per_epoch(runs)
     diverged = [r.name for r in runs if r.diverged]
     where = f"{model} on {data.title}"
     return {
@@ -371,7 +376,7 @@ def _ablation_figures(
 ) -> dict[str, Path]:
     from pix2pred import plots
 
-    per_epoch = runs[0].history["iterations_per_epoch"]
+    per_epoch = _steps_per_epoch(runs)
     diverged = [r.name for r in runs if r.diverged]
     where = f"{model} on {data.title}"
     return {

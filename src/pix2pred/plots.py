@@ -240,15 +240,25 @@ def _plain_log_ticks(axis: Any) -> None:
         axis.set_minor_formatter(fmt)
 
 
+def _per_epoch(iterations_per_epoch: int | Mapping[str, int], name: str) -> int:
+    """The steps per epoch of run ``name``: a shared number or the run's own."""
+    if isinstance(iterations_per_epoch, Mapping):
+        return max(1, int(iterations_per_epoch[name]))
+    return max(1, int(iterations_per_epoch))
+
+
 def loss_curves_plot(
     curves: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
     *,
-    iterations_per_epoch: int,
+    iterations_per_epoch: int | Mapping[str, int],
     diverged: Sequence[str] = (),
     title: str = "",
 ) -> Path:
     """Training loss of several runs on one log-scale axis, against epochs.
+
+    ``iterations_per_epoch`` is one number for all runs or one per run name (runs with different
+    batch sizes take different numbers of steps per epoch).
 
     Each run is drawn faint per iteration and solid as a moving average. A run named in
     ``diverged`` ends with a large cross where its last finite loss was (at the top edge when
@@ -257,7 +267,6 @@ def loss_curves_plot(
     """
     fig = Figure(figsize=(7.5, 4.6))
     ax = fig.subplots()
-    per_epoch = max(1, int(iterations_per_epoch))
     finite = [np.asarray(c, np.float64) for n, c in curves.items() if n not in diverged and len(c)]
     finite = [c[np.isfinite(c) & (c > 0)] for c in finite]
     finite = [c for c in finite if c.size]
@@ -271,6 +280,7 @@ def loss_curves_plot(
         if loss.size == 0:
             ax.plot([], [], color=color, marker="x", ls="none", label=f"{label}, no step")
             continue
+        per_epoch = _per_epoch(iterations_per_epoch, name)
         x_raw = (np.arange(loss.size) + 1) / per_epoch
         ax.plot(x_raw, loss, color=color, alpha=0.2, lw=0.7)
         idx, smooth = _smoothed(loss, max(1, per_epoch // 4))
@@ -349,20 +359,26 @@ def lr_schedules_plot(
     schedules: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
     *,
-    iterations_per_epoch: int,
+    iterations_per_epoch: int | Mapping[str, int],
     title: str = "",
 ) -> Path:
-    """The learning rate of each run at every iteration (log scale), against epochs."""
+    """The learning rate of each run at every iteration (log scale), against epochs.
+
+    ``iterations_per_epoch``: one number for all runs or one per run name.
+    """
     fig = Figure(figsize=(7.5, 3.8))
     ax = fig.subplots()
-    per_epoch = max(1, int(iterations_per_epoch))
-    groups: dict[tuple[float, ...], list[str]] = {}
+    groups: dict[tuple[tuple[float, ...], int], list[str]] = {}
     for name, rates in schedules.items():
-        groups.setdefault(tuple(np.asarray(rates, np.float64).tolist()), []).append(name)
+        key = (
+            tuple(np.asarray(rates, np.float64).tolist()),
+            _per_epoch(iterations_per_epoch, name),
+        )
+        groups.setdefault(key, []).append(name)
     # Runs on the same schedule share one line (and one legend entry) rather than hide each other.
     order = list(schedules)
     peaks = []
-    for rates, names in groups.items():
+    for (rates, per_epoch), names in groups.items():
         lr = np.asarray(rates, np.float64)
         x = (np.arange(lr.size) + 1) / per_epoch
         color = f"C{order.index(names[0]) % 10}"  # the colour of the first run in the other plots
