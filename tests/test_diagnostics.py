@@ -138,6 +138,16 @@ def test_smoothing_has_no_lag_and_the_reading_finds_the_steepest_fall():
     assert flat["suggested_lr"] is None
 
 
+def test_a_curve_that_only_rose_before_diverging_gives_no_range():
+    rose = [2.3, 2.3, 2.31, 2.3, 2.32, 2.4, 3.0, np.inf]
+    r = analyse_lr_curve(10.0 ** np.linspace(-6, 0, 8), rose, half_width=4)
+    assert r["suggested_lr"] is None and r["min_loss_lr"] is None
+    assert np.isfinite(r["smoothed"]).all() and len(r["smoothed"]) == 7
+    # the same on a 200-step test that blew up at its 8th step (a window of 11 by default)
+    long = np.r_[rose, np.full(192, np.inf)]
+    assert analyse_lr_curve(10.0 ** np.linspace(-6, 0, 200), long)["suggested_lr"] is None
+
+
 def test_lr_range_test_finds_a_sensible_range_on_synthetic_data(data):
     X, y = data
     model = twolayer()

@@ -98,8 +98,10 @@ def analyse_lr_curve(
     if end < 5:
         return none
     i_min = int(np.argmin(s))
-    first = float(np.mean(losses[: 2 * half_width + 1]))  # the first window, less noisy than s[0]
-    if s[i_min] > (1 - min_fall) * first:
+    # The first window (of the finite part), less noisy than s[0]; the minimum must lie past it.
+    window = min(end, 2 * half_width + 1)
+    first = float(np.mean(losses[:window]))
+    if i_min < window or s[i_min] > (1 - min_fall) * first:
         return none
     log_lr = np.log10(lrs[:end])
     slope = np.gradient(s, log_lr)  # d loss / d log10(lr)
