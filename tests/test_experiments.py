@@ -301,3 +301,19 @@ def test_a_batch_size_ablation_draws_each_run_against_its_own_epochs(data, tmp_p
     # every curve ends at the last epoch, whatever its batch size
     ends = [max(line.get_xdata()) for line in figures["ablation_loss.png"].axes[0].lines]
     assert ends and np.allclose(ends, 2.0, atol=0.5 / steps[0])
+
+
+@pytest.mark.parametrize(("param", "values"), [("dropout", ["0", "0.5"]), ("hidden", ["8", "32"])])
+def test_a_dropout_or_hidden_ablation_states_the_train_and_val_trade(data, tmp_path, param, values):
+    result = run_ablation(
+        "mlp",
+        data,
+        param,
+        values,
+        params={**FAST, "epochs": 1},
+        run_dir=tmp_path / param,
+        progress=False,
+    )
+    line = result.summary[-1]
+    assert line.startswith(f"as {param} went from {values[0]} to {values[1]}, training accuracy")
+    assert "validation went from" in line and "train − val gap" in line

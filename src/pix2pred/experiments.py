@@ -303,8 +303,15 @@ def run_ablation(
         result.value = value
         runs.append(result)
     figures = _ablation_figures(runs, run_dir, model, param, data)
-    lines = summary_text.ablation_summary(runs, param, is_log_scale(param, values))
+    lines = summary_text.ablation_summary(runs, param, _ordered(values))
     return _finish(run_dir, config, runs, figures, lines)
+
+
+def _ordered(values: Sequence[Any]) -> bool:
+    """Whether the values run from low to high: all numbers, or all one-layer hidden sizes."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return True
+    return all(isinstance(v, list | tuple) and len(v) == 1 for v in values)
 
 
 # ------------------------------------------------------------------------------ outputs
