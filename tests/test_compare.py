@@ -224,3 +224,16 @@ def test_experiments_run_as_steps(capsys, tmp_path):
     page = (run_dir / "compare.html").read_text()
     assert row["summary"][0].split()[0] in page and "experiment: best" in page
     assert "No model has a test accuracy yet." in page  # no empty chart
+
+
+def test_torch_experiments_run_on_the_chosen_device(capsys, tmp_path):
+    pytest.importorskip("torch")
+    run_dir = tmp_path / "cmp"
+    run_dir.mkdir()
+    config = {**DATA, "backend": "torch", "budget": "full"}
+    options = {**SOFTMAX.options, "model": "softmax", "values": "1e-2"}
+    specs = (ModelSpec("ablate-lr", "Softmax: lr", "ablate-lr", options),)
+    row = run_compare(run_dir, config, specs=specs)["rows"][0]
+    assert row["status"] == "done" and row["backend"] == "torch"
+    params = json.loads((run_dir / row["folder"] / "config.json").read_text())["params"]
+    assert params["backend"] == "torch" and params["device"] == "cpu"

@@ -105,6 +105,8 @@ def _train_experiment(step: Step, data: dict[str, Any], run_dir: Path, ds: Any) 
     model = o.pop("model")
     values = o.pop("values", None)
     params = {**o, "backend": step.backend, "seed": data["seed"]}
+    if step.backend == "torch":
+        params["device"] = data["device"]
     if step.spec.kind == "optimizers":
         experiments.run_optimizer_comparison(
             model, ds, params=params, run_dir=run_dir, console=console
