@@ -51,6 +51,15 @@ def test_initial_loss_is_ln_c_for_softmax_and_c_minus_1_for_the_svm(data):
         broken.params[k] *= 100
     result = run("initial_loss", broken, X, y)
     assert result.status == "warn" and result.value > 20
+    assert "init scale or loss wrong" in result.why
+
+
+def test_a_he_initialised_conv_net_warns_but_says_it_is_not_a_bug(data):
+    X, y = data
+    result = run("initial_loss", npm.SimpleCNN((3, 8, 8), 10, seed=0), X, y)
+    assert result.status == "warn" and 3.0 < result.value < 6.0
+    assert "He init" in result.why and "not a bug" in result.why
+    assert "loss wrong" not in result.why
 
 
 def test_overfit_reaches_100_percent_and_warns_at_lr_0(data):
@@ -253,11 +262,20 @@ def test_cli_diagnose_default_folder_and_checks_option(capsys, tmp_path, monkeyp
         (["diagnose", "resnet", *TINY], "MODEL must be one of softmax, svm, mlp"),
         (["diagnose", "mlp", *TINY, "--checks", "speed"], "--checks"),
         (["diagnose", "mlp", *TINY, "--overfit-size", "1"], "overfit_size"),
+        (["diagnose", "mlp", *TINY, "--lr-range-steps", "5"], "lr_range_steps must be"),
+        (["diagnose", "mlp", *TINY, "--lr-min", "1", "--lr-max", "0.1"], "0 < lr_min < lr_max"),
+        (["diagnose", "mlp", *TINY, "--lr-min", "0"], "got lr_min=0.0"),
         (["diagnose", "mlp"], "--dataset"),
     ],
 )
 def test_cli_diagnose_bad_input_gets_a_one_line_error(capsys, tmp_path, monkeypatch, args, message):
+    from pix2pred import cli_options
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was read before the options were checked")
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_options, "load_data", no_data)
     code, _, err = cli(capsys, *args)
     assert code == 2
     assert err.strip().startswith("Error:") and message in err, err
