@@ -55,7 +55,9 @@ def test_compare_end_to_end(capsys, tmp_path, monkeypatch):
     for label in ("kNN", "Softmax", "TwoLayerNet", "SimpleCNN", "training time", "test accuracy"):
         assert label in page
     assert page.count("data:image/png;base64,") >= 1 + 4  # the chart and each model's figures
-    assert 'href="cnn-numpy/report.html"' in page or not (out / "cnn-numpy/report.html").exists()
+    for r in rows:  # each model's own report is written and linked
+        assert (out / r["folder"] / "report.html").is_file(), r["folder"]
+        assert f'href="{r["folder"]}/report.html"' in page
     md = (out / "compare.md").read_text()
     assert len(md.strip().splitlines()) == 2 + 4 and md == markdown_table(rows)
     assert f"report: {out / 'compare.html'}" in stdout
@@ -160,6 +162,10 @@ def test_resume_and_out_refuse_other_folders(capsys, tmp_path):
     assert code == 2 and "drop --dataset" in err
     code, _, err = run(capsys, "compare", "--resume", str(other), "--budget", "full")
     assert code == 2 and "drop --budget" in err
+    code, _, err = run(capsys, "compare", "--resume", str(other), "--seed", "3")
+    assert code == 2 and "drop --seed" in err
+    code, _, err = run(capsys, "compare", "--resume", str(other), "--device", "cpu")
+    assert code == 2 and "drop --device" in err
 
 
 def test_out_with_other_options_is_refused(tmp_path, capsys):

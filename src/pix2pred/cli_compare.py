@@ -13,7 +13,6 @@ from pix2pred.cli_options import (
     NTestOpt,
     NTrainOpt,
     RootOpt,
-    SeedOpt,
     console,
     load_data,
     out,
@@ -70,7 +69,7 @@ def compare(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="quick (default; about 10-15 min on CIFAR-10 on 2 idle CPU cores) or full "
+            help="quick (default; estimated 10-15 min on CIFAR-10 on 2 idle CPU cores) or full "
             "(hours; adds FullyConnectedNet, ConvNet, the resnet on torch and the optimizer and "
             f"learning-rate experiments). Models and epochs: {budget_help()}."
         ),
@@ -89,9 +88,12 @@ def compare(
         typer.Option(help="Continue an interrupted compare folder with its own options."),
     ] = None,
     device: Annotated[
-        str, typer.Option(help="Where torch models run: auto, cpu, cuda, cuda:N, mps.")
-    ] = "auto",
-    seed: SeedOpt = 0,
+        str | None,
+        typer.Option(help="Where torch models run: auto (default), cpu, cuda, cuda:N, mps."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for splits, sampling and initialisation (default 0).")
+    ] = None,
     image_size: ImageSizeOpt = None,
     n_train: NTrainOpt = None,
     n_test: NTestOpt = None,
@@ -107,7 +109,7 @@ def compare(
 
     if resume is not None:
         given = {"dataset": dataset, "root": root, "out": out_dir, "image_size": image_size}
-        given.update(backend=backend, budget=budget)
+        given.update(backend=backend, budget=budget, device=device, seed=seed)
         given.update(n_train=n_train, n_test=n_test)
         named = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
         if named:
@@ -118,6 +120,7 @@ def compare(
         run_dir = resume
     else:
         backend, budget = backend or "numpy", budget or "quick"
+        device, seed = device or "auto", 0 if seed is None else seed
         if backend not in BACKENDS:
             raise ValueError(f"--backend must be numpy, torch or both, got {backend!r}")
         if budget not in BUDGETS:
