@@ -317,3 +317,22 @@ def test_a_dropout_or_hidden_ablation_states_the_train_and_val_trade(data, tmp_p
     line = result.summary[-1]
     assert line.startswith(f"as {param} went from {values[0]} to {values[1]}, training accuracy")
     assert "validation went from" in line and "train − val gap" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "resnet"), "unknown model 'resnet'"),
+        (("--model", "mlp", "--optimizers", "sgd,adagrad"), "optimizers must be distinct names"),
+        (("--model", "mlp", "--lrs", "adagrad=1e-2"), "--lrs: unknown optimizer 'adagrad'"),
+    ],
+)
+def test_cli_optimizers_checks_its_options_before_loading_data(capsys, monkeypatch, args, message):
+    from pix2pred import cli_experiment
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was loaded before the options were checked")
+
+    monkeypatch.setattr(cli_experiment, "load_data", no_data)
+    code, _, err = _cli(capsys, "experiment", "optimizers", *args, *DATA_ARGS)
+    assert code == 2 and message in err, err

@@ -186,16 +186,20 @@ def optimizers(
 ) -> None:
     """Train one model from the same initialisation with SGD, momentum, Nesterov, RMSProp, Adam."""
     options = {k: v for k, v in locals().items() if k not in _NOT_ESTIMATOR}
-    from pix2pred.experiments import run_optimizer_comparison
+    from pix2pred.experiments import resolve_optimizers, resolve_params, run_optimizer_comparison
 
     names = [o.strip() for o in optimizers.split(",") if o.strip()]
+    rates, params = _parse_lrs(lrs), _overrides(options)
+    # before the data loads: a typo in --model, --optimizers or --lrs fails at once
+    resolve_params(model, params)
+    resolve_optimizers(names, rates)
     ds = _load(dataset, root, seed, val_size, image_size, n_train, n_test)
     result = run_optimizer_comparison(
         model,
         ds,
-        params=_overrides(options),
+        params=params,
         optimizers=names,
-        lrs=_parse_lrs(lrs),
+        lrs=rates,
         run_dir=out_dir,
         console=console,
     )

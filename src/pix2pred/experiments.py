@@ -45,6 +45,7 @@ __all__ = [
     "ExperimentResult",
     "RunResult",
     "parse_values",
+    "resolve_optimizers",
     "resolve_params",
     "run_ablation",
     "run_optimizer_comparison",
@@ -196,6 +197,31 @@ def _announce(console: Any, i: int, n: int, text: str) -> None:
         console.print(f"[bold][{i}/{n}][/bold] {text}")
 
 
+def resolve_optimizers(
+    optimizers: Sequence[str], lrs: Mapping[str, float] | None = None
+) -> tuple[list[str], dict[str, float]]:
+    """The chosen names of `OPTIMIZERS` and every rule's rate; refuses unknown names and rates.
+
+    Needs no data, so a command can check its options before it loads any.
+    """
+    chosen = [OPTIMIZER_ALIASES.get(o, o) for o in optimizers]
+    unknown = [o for o in chosen if o not in OPTIMIZERS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"optimizers must be distinct names from {', '.join(OPTIMIZERS)}, "
+            f"got {list(optimizers)}"
+        )
+    rates = {**DEFAULT_LRS}
+    for key, lr in (lrs or {}).items():
+        key = OPTIMIZER_ALIASES.get(key, key)
+        if key not in OPTIMIZERS:
+            raise ValueError(f"--lrs: unknown optimizer {key!r}; expected {', '.join(OPTIMIZERS)}")
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"--lrs: the learning rate of {key} must be > 0, got {lr!r}")
+        rates[key] = float(lr)
+    return chosen, rates
+
+
 def run_optimizer_comparison(
     model: str,
     data: Dataset,
@@ -220,21 +246,7 @@ def run_optimizer_comparison(
     console : a rich console for one line per run (None: quiet apart from the progress bars)
     """
     _check_data(data)
-    chosen = [OPTIMIZER_ALIASES.get(o, o) for o in optimizers]
-    unknown = [o for o in chosen if o not in OPTIMIZERS]
-    if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise ValueError(
-            f"optimizers must be distinct names from {', '.join(OPTIMIZERS)}, "
-            f"got {list(optimizers)}"
-        )
-    rates = {**DEFAULT_LRS}
-    for key, lr in (lrs or {}).items():
-        key = OPTIMIZER_ALIASES.get(key, key)
-        if key not in OPTIMIZERS:
-            raise ValueError(f"--lrs: unknown optimizer {key!r}; expected {', '.join(OPTIMIZERS)}")
-        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"--lrs: the learning rate of {key} must be > 0, got {lr!r}")
-        rates[key] = float(lr)
+    chosen, rates = resolve_optimizers(optimizers, lrs)
     base = resolve_params(model, params)
     for name in chosen:
         check_params(model, {**base, "optimizer": OPTIMIZERS[name][0], "lr": rates[name]}, data)
