@@ -142,6 +142,18 @@ def test_escape_and_markup():
     assert 'id="a-b"' in s and "A &amp; B" in s and "x&lt;y" in s and "n&gt;1" in s
 
 
+def test_percent_and_duration_are_shared_and_mark_missing_values():
+    assert report.percent(0.1234) == "12.3%" and report.percent(None) == "–"
+    assert report.percent(float("nan")) == "–" and report.percent("x") == "–"
+    assert report.duration(0.0084) == "8.4 ms" and report.duration(0.84) == "0.84 s"
+    assert report.duration(42.2) == "42 s" and report.duration(863) == "14 min 23 s"
+    assert report.duration(7500) == "2 h 05 min" and report.duration(None) == "–"
+    from pix2pred import compare, compare_report, experiments_summary, report_experiment, report_run
+
+    assert compare.duration is compare_report._duration is report_run.duration is report.duration
+    assert report_run._pct is report_experiment._pct is experiments_summary._pct is report.percent
+
+
 def test_bar_and_cards():
     b = report.bar(0.25)
     assert "width:25.0%" in b and "25.0%" in b

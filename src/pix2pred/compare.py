@@ -20,6 +20,7 @@ from typing import Any
 
 from pix2pred.checkpoint import read_json, write_json
 from pix2pred.compare_budgets import BACKENDS, BUDGETS, ModelSpec, Step, budget_help, plan
+from pix2pred.report import duration
 
 __all__ = [
     "BACKENDS",
@@ -189,12 +190,6 @@ def _start_folder(folder: Path) -> bool:
     return False
 
 
-def _fmt_elapsed(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def run_compare(
     run_dir: Path,
     config: dict[str, Any],
@@ -250,8 +245,7 @@ def run_compare(
             continue
         elapsed = previous.get("elapsed_seconds", 0.0) + time.perf_counter() - t_start
         console.rule(
-            f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}), "
-            f"{_fmt_elapsed(elapsed)} elapsed"
+            f"[{i}/{len(steps)}] {step.spec.label} ({step.backend}), {duration(elapsed)} elapsed"
         )
         resume = _start_folder(folder)
         # training time spent before an interruption counts towards a resumed model's time

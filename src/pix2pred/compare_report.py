@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pix2pred.report import duration as _duration
+
 __all__ = [
     "CHART_FILE",
     "HTML_FILE",
@@ -34,24 +36,7 @@ _PICTURES = (
     ("first_layer_filters.png", "first-layer filters"),
     ("training_curves.png", "loss and accuracy during training"),
     ("confusion_matrix.png", "confusion matrix on the test set"),
-    ("loss_curves.png", "loss curves"),
-    ("accuracy_vs_value.png", "validation accuracy against the value"),
-    ("final_accuracy.png", "final accuracies"),
 )
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    if seconds < 0.1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _params(row: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ __all__ = [
     "param_arrays",
     "params_numpy",
     "rng_state",
-    "scores",
     "set_rng_state",
 ]
 
@@ -93,21 +92,6 @@ def set_rng_state(model: Any, state: Any) -> None:
         model.rng.set_state(state)
     else:
         model.rng.bit_generator.state = state
-
-
-def scores(model: Any, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Eval-mode class scores ``(N, num_classes)`` of float inputs ``X`` ``(N, ...)``."""
-    chunks = []
-    for start in range(0, len(X), batch_size):
-        batch = X[start : start + batch_size]
-        if is_torch(model):
-            import torch
-
-            with torch.no_grad():
-                chunks.append(model.loss(torch.as_tensor(batch)).cpu().numpy())
-        else:
-            chunks.append(model.loss(batch))
-    return np.concatenate(chunks).astype(np.float64)
 
 
 def loss_and_grads(model: Any, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pix2pred.report import percent as _pct
+
 if TYPE_CHECKING:
     from pix2pred.experiments import RunResult
 
@@ -17,10 +19,6 @@ __all__ = ["ablation_summary", "optimizer_summary", "results_table", "signed_per
 
 # A loss that changed by less than this share over the run "barely moved".
 STALLED = 0.05
-
-
-def _pct(x: float) -> str:
-    return f"{x:.1%}"
 
 
 def signed_percent(x: float) -> str:

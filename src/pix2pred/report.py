@@ -16,6 +16,7 @@ Building blocks (``pix2pred compare`` and others build their pages from these):
 - :func:`bar` — a horizontal bar for a fraction in [0, 1] (accuracies, probabilities).
 - :func:`cards` — headline numbers as a row of labelled cards.
 - :func:`columns` — blocks side by side (they wrap on a narrow screen).
+- :func:`percent` and :func:`duration` — numbers as text, "–" where there is none.
 - :func:`section` — a titled part of a page; :func:`page` — the whole document;
   :func:`write_html` — write it atomically.
 
@@ -250,6 +251,29 @@ def cards(items: Iterable[tuple[str, Any]]) -> Markup:
 def columns(*parts: Content) -> Markup:
     """Blocks side by side, wrapping under each other on a narrow screen."""
     return Markup(f'<div class="split">{"".join(f"<div>{_join(p)}</div>" for p in parts)}</div>')
+
+
+def percent(x: Any) -> str:
+    """A fraction as ``12.3%``; "–" when it is not a finite number."""
+    return f"{x:.1%}" if isinstance(x, int | float) and np.isfinite(x) else "–"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as ``8.4 ms``, ``0.84 s``, ``42 s``, ``14 min 23 s`` or ``2 h 05 min``; "–" when
+    unknown."""
+    if seconds is None or not np.isfinite(seconds):
+        return "–"
+    if seconds < 0.1:
+        return f"{seconds * 1000:.2g} ms"
+    if seconds < 10:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    m, s = divmod(round(seconds), 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
 
 
 def _anchor(title: str) -> str:

@@ -12,13 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pix2pred.report import (
     REPORT_FILE,
     Markup,
     bar,
     cards,
+    duration,
     escape,
     figure,
     image,
@@ -27,7 +26,7 @@ from pix2pred.report import (
     table,
     write_html,
 )
-from pix2pred.report_run import duration
+from pix2pred.report import percent as _pct
 
 RESULTS_FILE = "results.json"
 
@@ -58,10 +57,6 @@ CAPTIONS: dict[str, dict[str, str]] = {
 def is_experiment_run(config: dict[str, Any]) -> bool:
     """Whether a run folder's ``config.json`` is that of ``pix2pred experiment``."""
     return config.get("experiment") in CAPTIONS
-
-
-def _pct(x: Any) -> str:
-    return f"{x:.1%}" if isinstance(x, int | float) and np.isfinite(x) else "–"
 
 
 def _run_label(run: dict[str, Any], ablation: bool) -> str:

@@ -23,6 +23,7 @@ from pix2pred.report import (
     bar,
     cards,
     columns,
+    duration,
     figure,
     image,
     page,
@@ -30,6 +31,7 @@ from pix2pred.report import (
     table,
     write_html,
 )
+from pix2pred.report import percent as _pct
 
 
 @dataclass
@@ -48,25 +50,6 @@ class RunView:
     @property
     def kind(self) -> str:
         return str(self.config.get("model", "?"))
-
-
-def duration(seconds: float | None) -> str:
-    """Seconds as ``0.84 s``, ``42 s``, ``14 min 23 s`` or ``2 h 05 min``."""
-    if seconds is None or not np.isfinite(seconds):
-        return "–"
-    if seconds < 10:
-        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    m, s = divmod(round(seconds), 60)
-    if m < 60:
-        return f"{m} min {s:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
-
-
-def _pct(x: Any) -> str:
-    return f"{x:.1%}" if isinstance(x, int | float) and np.isfinite(x) else "–"
 
 
 # ------------------------------------------------------------------------------- loading
