@@ -61,3 +61,25 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_umask_is_read_without_changing_it(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if not (status.is_file() and "Umask:" in status.read_text()):
+        pytest.skip("this system does not show the umask in /proc")
+    old = os.umask(0o027)
+    real_umask = os.umask
+
+    def no_flip(mask):
+        raise AssertionError("os.umask changed the process umask (a race with other threads)")
+
+    monkeypatch.setattr(os, "umask", no_flip)
+    try:
+        write_json(tmp_path / "b.json", {"x": 1})
+    finally:
+        monkeypatch.undo()
+        real_umask(old)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640

@@ -38,6 +38,16 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it in /proc.
+
+    Elsewhere ``os.umask`` must set a value to return the old one, which briefly changes the
+    mask for every thread; that is only the fallback.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
