@@ -69,7 +69,7 @@ def compare(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="quick (default; estimated 10-15 min on CIFAR-10 on 2 idle CPU cores) or full "
+            help="quick (default; 8 min on CIFAR-10 on 2 idle CPU cores) or full "
             "(hours; adds FullyConnectedNet, ConvNet, the resnet on torch and the optimizer and "
             f"learning-rate experiments). Models and epochs: {budget_help()}."
         ),
