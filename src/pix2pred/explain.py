@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from pix2pred.estimators import softmax
 from pix2pred.introspect import (
     conv_layer_names,
     input_gradient,
@@ -52,12 +53,6 @@ __all__ = [
 ]
 
 Projection = Callable[[np.ndarray], np.ndarray]
-
-
-def softmax(s: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of scores (N, K), computed stably."""
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _check(model: Any, X: Any, y: Any = None) -> tuple[Any, np.ndarray, np.ndarray | None]:

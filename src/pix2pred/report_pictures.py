@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pix2pred.estimators import softmax
 from pix2pred.report import Markup, bar, escape, figure, image, pixels, section, table
 
 if TYPE_CHECKING:
@@ -22,12 +23,6 @@ MAX_NEIGHBOURS = 10
 N_SALIENCY = 8
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    z = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def confidences(view: RunView) -> tuple[np.ndarray, str]:
     """Per-class values shown beside a test image ``(N, n_classes)`` and what they are.
 
@@ -37,7 +32,7 @@ def confidences(view: RunView) -> tuple[np.ndarray, str]:
     if view.kind == "knn":
         return view.scores, "votes"
     if getattr(view.model, "_has_proba", False):
-        return _softmax(view.scores), "probability"
+        return softmax(view.scores), "probability"
     return view.scores, "score"
 
 
