@@ -358,36 +358,44 @@ def _steps_per_epoch(runs: list[RunResult]) -> dict[str, int]:
     return {r.name: int(r.history.get("iterations_per_epoch", 1)) for r in runs}
 
 
+def _curve_figures(runs: list[RunResult], run_dir: Path, prefix: str, by: str, where: str):
+    """The loss and accuracy curves of every run, one line each, as ``{"loss", "accuracy"}``."""
+    from pix2pred import plots
+
+    diverged = [r.name for r in runs if r.diverged]
+    return {
+        "loss": plots.loss_curves_plot(
+            {r.name: r.loss for r in runs},
+            run_dir / f"{prefix}_loss.png",
+            iterations_per_epoch=_steps_per_epoch(runs),
+            diverged=diverged,
+            title=f"Training loss {by}: {where}",
+        ),
+        "accuracy": plots.accuracy_curves_plot(
+            {r.name: r.history["train_acc"] for r in runs},
+            {r.name: r.history["val_acc"] for r in runs},
+            run_dir / f"{prefix}_accuracy.png",
+            diverged=diverged,
+            title=f"Accuracy {by}: {where}",
+        ),
+    }
+
+
 def _optimizer_figures(
     runs: list[RunResult], run_dir: Path, model: str, data: Dataset
 ) -> dict[str, Path]:
     from pix2pred import plots
 
-    per_epoch = _steps_per_epoch(runs)
-    diverged = [r.name for r in runs if r.diverged]
-    where = f"{model} on {data.title}"
-    return {
-        "loss": plots.loss_curves_plot(
-            {r.name: r.loss for r in runs},
-            run_dir / "optimizers_loss.png",
-            iterations_per_epoch=per_epoch,
-            diverged=diverged,
-            title=f"Training loss by update rule: {where}",
-        ),
-        "accuracy": plots.accuracy_curves_plot(
-            {r.name: r.history["train_acc"] for r in runs},
-            {r.name: r.history["val_acc"] for r in runs},
-            run_dir / "optimizers_accuracy.png",
-            diverged=diverged,
-            title=f"Accuracy by update rule: {where}",
-        ),
-        "lr": plots.lr_schedules_plot(
-            {r.name: r.lr_schedule for r in runs},
-            run_dir / "optimizers_lr.png",
-            iterations_per_epoch=per_epoch,
-            title=f"Learning rate of each update rule (schedule: {runs[0].params['schedule']})",
-        ),
-    }
+    figures = _curve_figures(
+        runs, run_dir, "optimizers", "by update rule", f"{model} on {data.title}"
+    )
+    figures["lr"] = plots.lr_schedules_plot(
+        {r.name: r.lr_schedule for r in runs},
+        run_dir / "optimizers_lr.png",
+        iterations_per_epoch=_steps_per_epoch(runs),
+        title=f"Learning rate of each update rule (schedule: {runs[0].params['schedule']})",
+    )
+    return figures
 
 
 def _ablation_figures(
@@ -395,35 +403,19 @@ def _ablation_figures(
 ) -> dict[str, Path]:
     from pix2pred import plots
 
-    per_epoch = _steps_per_epoch(runs)
-    diverged = [r.name for r in runs if r.diverged]
     where = f"{model} on {data.title}"
-    return {
-        "loss": plots.loss_curves_plot(
-            {r.name: r.loss for r in runs},
-            run_dir / "ablation_loss.png",
-            iterations_per_epoch=per_epoch,
-            diverged=diverged,
-            title=f"Training loss for each {param}: {where}",
-        ),
-        "accuracy": plots.accuracy_curves_plot(
-            {r.name: r.history["train_acc"] for r in runs},
-            {r.name: r.history["val_acc"] for r in runs},
-            run_dir / "ablation_accuracy.png",
-            diverged=diverged,
-            title=f"Accuracy for each {param}: {where}",
-        ),
-        "sweep": plots.value_sweep_plot(
-            [r.value if not isinstance(r.value, list) else format_value(r.value) for r in runs],
-            [r.final_train_acc for r in runs],
-            [r.final_val_acc for r in runs],
-            run_dir / "ablation_sweep.png",
-            param=param,
-            logx=is_log_scale(param, [r.value for r in runs]),
-            chance=1.0 / data.num_classes,
-            title=f"Final accuracy against {param}: {where}",
-        ),
-    }
+    figures = _curve_figures(runs, run_dir, "ablation", f"for each {param}", where)
+    figures["sweep"] = plots.value_sweep_plot(
+        [r.value if not isinstance(r.value, list) else format_value(r.value) for r in runs],
+        [r.final_train_acc for r in runs],
+        [r.final_val_acc for r in runs],
+        run_dir / "ablation_sweep.png",
+        param=param,
+        logx=is_log_scale(param, [r.value for r in runs]),
+        chance=1.0 / data.num_classes,
+        title=f"Final accuracy against {param}: {where}",
+    )
+    return figures
 
 
 def _finish(
