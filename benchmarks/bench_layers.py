@@ -13,7 +13,15 @@ Run from the repository root, alone on the machine (the timings share its cores)
 
 ``--blas-env both`` also times the numpy worker with ``OPENBLAS_CORETYPE`` and
 ``OPENBLAS_L2_SIZE`` removed from its environment (as ``env -u``), to show what OpenBLAS does
-when it is not forced onto particular kernels.
+when it is not forced onto particular kernels. The workers run ``--rounds`` times, taking
+turns, and each time is the best over the rounds: a slow spell of the shared machine then
+hits neither side alone.
+
+For each convolution the numpy worker also times its three GEMMs alone (forward, filter
+gradient, input gradient: the same shapes, whole matrices, numpy's BLAS): the column
+"GEMMs alone" is the floor the numpy layer cannot go below without a faster BLAS, so "f+b
+ours / GEMMs" shows what our copies and adds cost on top, and the rest of the ratio to torch
+is BLAS's speed on these shapes.
 """
 
 from __future__ import annotations
@@ -140,10 +148,33 @@ def numpy_worker(repeats: int) -> dict[str, Any]:
                 "fwd": best_ms(fwd, repeats),
                 "fwd_bwd": best_ms(fwd_bwd, repeats),
             }
+            if kind == "conv":
+                results[f"{name}|{layout}"]["gemms"] = conv_gemms_ms(shape, p, repeats, rng)
     a = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
     c = np.empty_like(a)
     gemm_ms = best_ms(lambda: np.matmul(a, a, out=c), repeats)
     return {"cases": results, "gemm_gflops": 2 * GEMM_SIZE**3 / gemm_ms / 1e6, "blas": blas_info()}
+
+
+def conv_gemms_ms(
+    shape: tuple[int, ...], p: dict[str, Any], repeats: int, rng: np.random.Generator
+) -> float:
+    """Best time of a convolution's three GEMMs alone, on whole matrices of its shapes."""
+    N, C, H, W = shape
+    Ho = (H + 2 * p["pad"] - p["k"]) // p["stride"] + 1
+    Wo = (W + 2 * p["pad"] - p["k"]) // p["stride"] + 1
+    M, K, F = N * Ho * Wo, C * p["k"] ** 2, p["F"]
+    cols = rng.standard_normal((M, K + 1), dtype=np.float32)  # with the bias's ones column
+    w_cols = rng.standard_normal((K + 1, F), dtype=np.float32)
+    dout = rng.standard_normal((M, F), dtype=np.float32)
+    out, dcols = np.empty((M, F), np.float32), np.empty((M, K), np.float32)
+
+    def gemms() -> None:
+        np.matmul(cols, w_cols, out=out)  # forward
+        _ = cols.T @ dout  # filter gradient
+        np.matmul(dout, w_cols[:-1].T, out=dcols)  # input gradient's columns
+
+    return best_ms(gemms, repeats)
 
 
 def torch_worker(repeats: int, threads: int) -> dict[str, Any]:
@@ -244,6 +275,17 @@ def run_worker(kind: str, args: argparse.Namespace, unset: tuple[str, ...] = ())
     return json.loads(done.stdout)
 
 
+def best_of(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A worker's results with every time the smaller of ``old``'s and ``new``'s."""
+    if not old:
+        return new
+    for key, times in new["cases"].items():
+        for k, v in times.items():
+            old["cases"][key][k] = min(old["cases"][key][k], v)
+    old["gemm_gflops"] = max(old["gemm_gflops"], new["gemm_gflops"])
+    return old
+
+
 def format_table(ours: list[dict[str, Any]], labels: list[str], torch_res: dict[str, Any]) -> str:
     """One row per case and layout: ours (per BLAS environment) and torch, in ms."""
     head = ["layer", "layout"]
@@ -251,6 +293,8 @@ def format_table(ours: list[dict[str, Any]], labels: list[str], torch_res: dict[
         head += [f"fwd {label}", f"f+b {label}"]
     head += ["fwd torch", "f+b torch"]
     head += [f"ratio f+b {label}" for label in labels]
+    head += [f"GEMMs alone {label}" for label in labels]
+    head += [f"f+b / GEMMs {label}" for label in labels]
     head += [f"GFLOP/s f+b {label}" for label in labels] + ["GFLOP/s f+b torch"]
     rows = []
     for key, t in torch_res["cases"].items():
@@ -262,12 +306,15 @@ def format_table(ours: list[dict[str, Any]], labels: list[str], torch_res: dict[
             row += [f"{res['cases'][key]['fwd']:.2f}", f"{res['cases'][key]['fwd_bwd']:.2f}"]
         row += [f"{t['fwd']:.2f}", f"{t['fwd_bwd']:.2f}"]
         row += [f"{res['cases'][key]['fwd_bwd'] / t['fwd_bwd']:.2f}x" for res in ours]
+        cases = [res["cases"][key] for res in ours]
+        row += [f"{c['gemms']:.2f}" if "gemms" in c else "-" for c in cases]
+        row += [f"{c['fwd_bwd'] / c['gemms']:.2f}x" if "gemms" in c else "-" for c in cases]
         gf = [res["cases"][key]["fwd_bwd"] for res in ours] + [t["fwd_bwd"]]
         row += [f"{fl / ms / 1e6:.0f}" if fl else "-" for ms in gf]
         rows.append(row)
     gemm = ["float32 GEMM 2048³ (GFLOP/s)", ""]
     gemm += [v for res in ours for v in (f"{res['gemm_gflops']:.0f}", "")]
-    gemm += [f"{torch_res['gemm_gflops']:.0f}", ""] + [""] * (2 * len(ours) + 1)
+    gemm += [f"{torch_res['gemm_gflops']:.0f}", ""] + [""] * (4 * len(ours) + 1)
     rows.append(gemm)
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
@@ -285,6 +332,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per case")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of the workers, best kept")
     parser.add_argument(
         "--threads",
         type=int,
@@ -305,13 +353,23 @@ def main() -> None:
         print(json.dumps(torch_worker(args.repeats, args.threads)))
         return
 
-    ours, labels = [run_worker("numpy", args)], ["ours"]
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    labels, envs = ["ours"], [()]
     if args.blas_env == "both":
-        ours.append(run_worker("numpy", args, unset=BLAS_VARS))
         labels.append("ours env -u")
-    torch_res = run_worker("torch", args)
+        envs.append(BLAS_VARS)
+    ours: list[dict[str, Any]] = [{} for _ in envs]
+    torch_res: dict[str, Any] = {}
+    for _ in range(args.rounds):
+        for i, unset in enumerate(envs):
+            ours[i] = best_of(ours[i], run_worker("numpy", args, unset=unset))
+        torch_res = best_of(torch_res, run_worker("torch", args))
     set_vars = {k: os.environ[k] for k in BLAS_VARS if k in os.environ}
-    print(f"batch 128, float32, best of {args.repeats} after 3 warm-up calls; times in ms")
+    print(
+        f"batch 128, float32, best of {args.repeats} calls (after 3 warm-up calls) in each of "
+        f"{args.rounds} rounds; times in ms"
+    )
     print(f"numpy: {ours[0]['blas']}; environment {set_vars or 'sets no OPENBLAS_* variables'}")
     if len(ours) > 1:
         print(f"numpy with env -u {' -u '.join(BLAS_VARS)}: {ours[1]['blas']}")

@@ -12,14 +12,16 @@ How the speed is won (details in ``im2col``, ``workspace`` and ``fast_batchnorm`
   (``np.maximum(x, 0)``, ``dout * mask``) keeps that order, so a conv → relu → pool → conv chain
   never transposes.
 - A convolution is one im2col copy (a strided window view, no Python loop over pixels) and
-  one GEMM forward; backward reuses the cached column matrix for ``dw`` (one GEMM; the bias
-  gradient comes out of it through the column of ones) and computes ``dx`` by one GEMM and
-  ``KH * ceil(KW / stride)`` strided adds per cache-sized chunk of the batch.
+  one GEMM per cache-sized chunk of the batch, forward. Backward rebuilds each chunk's column
+  matrix from the cached padded input (a copy within the cache: cheaper than keeping the
+  whole matrix, ``KH * KW`` times the input's size, in memory) for ``dw`` (one GEMM; the bias
+  gradient comes out of it through the column of ones), then computes that chunk's ``dx`` by
+  one GEMM and ``KH * ceil(KW / stride)`` strided adds.
 - Pooling reads ``pool_h * pool_w`` strided views (a reshape when windows tile the input) and
   batch norm makes two passes over memory, each over cache-sized chunks of the batch.
-- Pooling and batch norm run on every core: NumPy releases the GIL, and
-  ``workspace.parallel`` splits them over the batch (``workspace.set_num_threads``). The
-  convolutions leave the cores to BLAS.
+- Everything runs on every core: NumPy releases the GIL, and ``workspace.parallel`` splits
+  pooling and batch norm over the batch (``workspace.set_num_threads``); the convolutions'
+  pipelines are split the same way, each thread with a one-thread BLAS.
 - Large results go into reused ``workspace.WORKSPACE`` buffers; a buffer is reused only once no
   array (or view) of it is held, so keeping an output or a cache is always safe.
 """
@@ -129,7 +131,9 @@ def conv_forward(
     -------
     out : ndarray of shape (N, F, H_out, W_out), stored channels-last, with ``H_out = 1 +
         (H + 2 * pad_h - HH) // stride_h`` (rounded down as torch)
-    cache : for ``conv_backward``; holds the column matrix, so backward does not rebuild it
+    cache : for ``conv_backward``: the padded channels-last input (a view of x when x is
+        channels-last already and needs no padding), from which backward rebuilds the column
+        matrix chunk by chunk
     """
     stride, pad = _pair(stride, "stride", 1), _pair(pad, "pad", 0)
     _check_ndim(x, 4, "x", "(N, C, H, W)")
@@ -147,9 +151,9 @@ def conv_forward(
     w_cols = np.empty((HH * WW * C + 1, F), dtype)  # (K + 1, F): kernel in (HH, WW, C) order, bias
     w_cols[:-1] = w.transpose(2, 3, 1, 0).reshape(-1, F)
     w_cols[-1] = b
-    # cols (N * H_out * W_out, K + 1), out (N * H_out * W_out, F)
-    cols, out = I.im2col_gemm(I.to_nhwc(x, pad, dtype), w_cols, (HH, WW), stride, out_hw)
-    return I.nchw(out.reshape(N, *out_hw, F)), (cols, w, x.shape, stride, pad)
+    xp = I.to_nhwc(x, pad, dtype)  # (N, H + 2 pad_h, W + 2 pad_w, C)
+    out = I.im2col_gemm(xp, w_cols, (HH, WW), stride, out_hw)  # (N * H_out * W_out, F)
+    return I.nchw(out.reshape(N, *out_hw, F)), (xp, w, x.shape, stride, pad)
 
 
 def conv_backward(
@@ -161,23 +165,28 @@ def conv_backward(
     (see ``im2col.conv_dx_nchw``); it is None when ``need_dx`` is False, which a network's
     first layer can ask for to skip a third of the work.
     """
-    cols, w, x_shape, stride, pad = cache
-    C = x_shape[1]
+    xp, w, x_shape, stride, pad = cache
+    N, C, H, W = x_shape
     F, _, HH, WW = w.shape
     out_hw = dout.shape[2:]
-    dtype = cols.dtype
+    dtype = xp.dtype
     dout2 = I.to_nhwc(dout, dtype=dtype).reshape(-1, F)  # (N * H_out * W_out, F)
-    dw_cols = cols.T @ dout2  # (K + 1, F); the row of the ones column is db
-    dw = np.ascontiguousarray(dw_cols[:-1].reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
-    db = dw_cols[-1].copy()
-    if not need_dx:
-        return None, dw, db
-
     w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(F, -1), dtype=dtype)  # (F, K)
-    if WW * C < out_hw[1]:  # channels-last runs of KW * C numbers would be the shorter
-        return I.conv_dx_nchw(dout2, w_rows, x_shape, (HH, WW), stride, pad, out_hw), dw, db
-    dx = I.conv_dx(dout2, w_rows, x_shape, (HH, WW), stride, pad, out_hw)
-    return I.nchw(dx), dw, db
+    kernel = (HH, WW)
+    dx = None
+    if not need_dx:
+        dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw)
+    elif WW * C < out_hw[1]:  # channels-last runs of KW * C numbers would be the shorter
+        dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw)
+        dx = I.conv_dx_nchw(dout2, w_rows, x_shape, kernel, stride, pad, out_hw)
+    else:  # dx chunk by chunk, right after the same chunk's share of dw
+        dx_nhwc = WS.empty((N, H, W, C), dtype)
+        dx_chunk = I.conv_dx_chunk(dx_nhwc, w_rows, kernel, stride, pad, out_hw)
+        dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk)
+        dx = I.nchw(dx_nhwc)
+    # dw_cols (K + 1, F): kernel rows in (HH, WW, C) order, then the bias gradient
+    dw = np.ascontiguousarray(dw_cols[:-1].reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
+    return dx, dw, dw_cols[-1].copy()
 
 
 # ---------------------------------------------------------------- pooling

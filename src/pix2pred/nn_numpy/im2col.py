@@ -10,16 +10,20 @@ memory order is accepted; others are copied once, into the padded buffer im2col 
 No Python loop runs over pixels: im2col is one copy from an ``as_strided`` window view of the
 padded input, and col2im is ``KH * ceil(KW / stride)`` strided adds (windows of one residue
 class of output columns never overlap, so each add covers a whole kernel row at once).
+
+Each pipeline (im2col → GEMM, GEMM → col2im, the filter gradient's GEMM) is split over the
+batch and run on every core, each thread with a one-thread BLAS (``workspace.parallel_blas``),
+and within a thread over cache-sized chunks of its images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from pix2pred.nn_numpy.workspace import chunks, empty
+from pix2pred.nn_numpy.workspace import chunks, empty, parallel_blas
 
 # ---------------------------------------------------------------- layouts
 
@@ -75,6 +79,18 @@ _GEMM_CHUNK_SCALE = 2
 _DX_CHUNK_SCALE = 4
 
 
+def _each_chunk(
+    n: int, rows: int, row_bytes: int, scale: int, body: Callable[[int, int], None]
+) -> None:
+    """``body(n0, n1)`` for cache-sized chunks of ``range(n)``, a share of them per thread."""
+
+    def part(a: int, b: int) -> None:
+        for n0, n1 in chunks(b - a, rows, row_bytes, scale):
+            body(a + n0, a + n1)
+
+    parallel_blas(part, n)
+
+
 def window_view(
     xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]
 ) -> np.ndarray:
@@ -96,17 +112,45 @@ def window_view(
     )
 
 
+def _cols(
+    windows: np.ndarray, n0: int, n1: int, kernel: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
+    """The column matrix of images ``n0:n1``: their windows, then a column of ones.
+
+    Parameters
+    ----------
+    windows : the (N, H_out, W_out, KH, KW * C) ``window_view`` of the padded input
+
+    Returns
+    -------
+    cols : ndarray of shape (n * H_out * W_out, KH * KW * C + 1), rows in (n, i, j) order,
+        columns in (a, b, c) kernel order then the ones (a workspace buffer)
+    """
+    n, run = n1 - n0, windows.shape[-1]
+    rows, K = out_hw[0] * out_hw[1], kernel[0] * run
+    cols = empty((n * rows, K + 1), windows.dtype)
+    s, item = cols.strides[0], cols.itemsize
+    dst = as_strided(
+        cols,
+        shape=(n, *out_hw, kernel[0], run),
+        strides=(rows * s, out_hw[1] * s, s, run * item, item),
+    )
+    np.copyto(dst, windows[n0:n1])
+    cols[:, K] = 1
+    return cols
+
+
 def im2col_gemm(
     xp: np.ndarray,
     w_cols: np.ndarray,
     kernel: tuple[int, int],
     stride: tuple[int, int],
     out_hw: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The column matrix of a padded NHWC input, and its product with the kernel matrix.
+) -> np.ndarray:
+    """A convolution's output rows: each chunk's column matrix times the kernel matrix.
 
-    Chunk by chunk of the batch: a chunk's windows (and the column of ones for the bias) are
-    copied, then the GEMM multiplies the chunk while it is still in cache.
+    A chunk's windows are copied (with the column of ones for the bias) into a buffer that
+    stays in cache, where the GEMM reads them; the column matrix is never whole in memory.
 
     Parameters
     ----------
@@ -117,31 +161,66 @@ def im2col_gemm(
 
     Returns
     -------
-    cols : ndarray of shape (N * H_out * W_out, KH * KW * C + 1), rows in (n, i, j) order,
-        columns in (a, b, c) kernel order then the ones (a workspace buffer)
-    out : ndarray of shape (N * H_out * W_out, F), ``cols @ w_cols`` (a workspace buffer)
+    out : ndarray of shape (N * H_out * W_out, F), rows in (n, i, j) order (a workspace buffer)
     """
-    N, _, _, C = xp.shape
-    K = kernel[0] * kernel[1] * C
-    rows = out_hw[0] * out_hw[1]
-    dtype = xp.dtype
-    cols = empty((N * rows, K + 1), dtype)
-    out = empty((N * rows, w_cols.shape[1]), dtype)
-    s = cols.strides[0]
-    # (N, H_out, W_out, KH, KW * C) view of cols[:, :K]
-    dst = as_strided(
-        cols,
-        shape=(N, *out_hw, kernel[0], kernel[1] * C),
-        strides=(rows * s, out_hw[1] * s, s, kernel[1] * C * dtype.itemsize, dtype.itemsize),
-    )
-    src = window_view(xp, kernel, stride, out_hw)
-    # NOTE: no worker threads here: next to BLAS's own (which spin-wait between GEMMs) they
-    # made the whole convolution slower, and at times a third slower.
-    for n0, n1 in chunks(N, rows, s, _GEMM_CHUNK_SCALE):
-        np.copyto(dst[n0:n1], src[n0:n1])
-        cols[n0 * rows : n1 * rows, K] = 1
-        np.matmul(cols[n0 * rows : n1 * rows], w_cols, out=out[n0 * rows : n1 * rows])
-    return cols, out
+    N = xp.shape[0]
+    rows, row_bytes = out_hw[0] * out_hw[1], w_cols.shape[0] * xp.itemsize
+    out = empty((N * rows, w_cols.shape[1]), xp.dtype)
+    windows = window_view(xp, kernel, stride, out_hw)
+
+    def chunk(n0: int, n1: int) -> None:
+        cols = _cols(windows, n0, n1, kernel, out_hw)
+        np.matmul(cols, w_cols, out=out[n0 * rows : n1 * rows])
+
+    _each_chunk(N, rows, row_bytes, _GEMM_CHUNK_SCALE, chunk)
+    return out
+
+
+def conv_dw(
+    xp: np.ndarray,
+    dout2: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    out_hw: tuple[int, int],
+    dx_chunk: Callable[[int, int, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """``cols.T @ dout2``, the filter gradient, with each chunk's column matrix rebuilt.
+
+    Rebuilding a chunk's columns from the padded input costs a copy within the cache; keeping
+    the whole column matrix from the forward pass would cost ``KH * KW`` times the input's
+    memory per layer, written once and read back once. Each thread sums its own chunks' products
+    (BLAS would split the small (K + 1, F) result between threads, not the long batch axis).
+
+    Parameters
+    ----------
+    xp : ndarray of shape (N, Hp, Wp, C), the padded input the forward pass cached
+    dout2 : ndarray of shape (N * H_out * W_out, F), the output gradient's rows
+    kernel, stride, out_hw : as ``im2col_gemm``
+    dx_chunk : optional ``f(n0, n1, dout_rows)``, run on the same chunks right after their
+        filter gradient, while their output gradient is still in cache
+
+    Returns
+    -------
+    dw_cols : ndarray of shape (KH * KW * C + 1, F); the last row is the bias gradient
+    """
+    N = xp.shape[0]
+    rows, K1 = out_hw[0] * out_hw[1], kernel[0] * kernel[1] * xp.shape[3] + 1
+    windows = window_view(xp, kernel, stride, out_hw)
+
+    def part(a: int, b: int) -> np.ndarray:
+        total = np.zeros((K1, dout2.shape[1]), dout2.dtype)
+        for n0, n1 in chunks(b - a, rows, K1 * xp.itemsize, _GEMM_CHUNK_SCALE):
+            n0, n1 = a + n0, a + n1
+            d = dout2[n0 * rows : n1 * rows]
+            total += _cols(windows, n0, n1, kernel, out_hw).T @ d
+            if dx_chunk is not None:
+                dx_chunk(n0, n1, d)
+        return total
+
+    parts = parallel_blas(part, N)
+    for other in parts[1:]:
+        parts[0] += other
+    return parts[0]
 
 
 def _residue_classes(W_out: int, KW: int, sw: int) -> Iterator[tuple[int, int]]:
@@ -186,40 +265,33 @@ def col2im_add(
             np.add(dst, src, out=dst)
 
 
-def conv_dx(
-    dout2: np.ndarray,
+def conv_dx_chunk(
+    dx: np.ndarray,
     w_rows: np.ndarray,
-    x_shape: tuple[int, int, int, int],
     kernel: tuple[int, int],
     stride: tuple[int, int],
     pad: tuple[int, int],
     out_hw: tuple[int, int],
-) -> np.ndarray:
-    """dx of a convolution, channels-last: a GEMM and col2im per chunk of the batch.
+) -> Callable[[int, int, np.ndarray], None]:
+    """``f(n0, n1, dout_rows)`` writing images ``n0:n1`` of a convolution's dx, channels-last.
+
+    One GEMM gives the chunk's column gradients, which col2im adds onto a zeroed (padded)
+    chunk of dx while they are still in cache (read from memory, the adds would run at a
+    fraction of the speed: each reads one gappy ninth of the rows).
 
     Parameters
     ----------
-    dout2 : ndarray of shape (N * H_out * W_out, F), the output gradient's rows
+    dx : ndarray of shape (N, H, W, C), written chunk by chunk
     w_rows : ndarray of shape (F, KH * KW * C), the kernel in im2col's column order
-    x_shape : (N, C, H, W)
     kernel, stride, pad, out_hw : (KH, KW), strides, paddings and (H_out, W_out)
-
-    Returns
-    -------
-    dx : ndarray of shape (N, H, W, C), a workspace buffer
     """
-    N, C, H, W = x_shape
+    _, H, W, C = dx.shape
     ph, pw = pad
-    dtype = dout2.dtype
-    rows, K = out_hw[0] * out_hw[1], w_rows.shape[1]
-    dx = empty((N, H, W, C), dtype)
+    dtype = dx.dtype
 
-    # Chunk by chunk of the batch, so that the GEMM's output is still in cache for the adds
-    # (read from memory they would run at a fraction of the speed: each reads one gappy
-    # ninth of the rows). Larger chunks than elsewhere keep the GEMMs efficient.
-    for n0, n1 in chunks(N, rows, K * dtype.itemsize, _DX_CHUNK_SCALE):
-        dcols = empty(((n1 - n0) * rows, K), dtype)  # (n * H_out * W_out, K)
-        np.matmul(dout2[n0 * rows : n1 * rows], w_rows, out=dcols)
+    def chunk(n0: int, n1: int, dout_rows: np.ndarray) -> None:
+        dcols = empty((len(dout_rows), w_rows.shape[1]), dtype)  # (n * H_out * W_out, K)
+        np.matmul(dout_rows, w_rows, out=dcols)
         target = dx[n0:n1]
         if ph or pw:  # a zeroed padded scratch, whose interior is then copied out
             target = empty((n1 - n0, H + 2 * ph, W + 2 * pw, C), dtype)
@@ -227,7 +299,8 @@ def conv_dx(
         col2im_add(dcols, target, kernel, stride, out_hw)
         if ph or pw:
             dx[n0:n1] = target[:, ph : ph + H, pw : pw + W]
-    return dx
+
+    return chunk
 
 
 def conv_dx_nchw(
@@ -267,7 +340,8 @@ def conv_dx_nchw(
                     slice(w0, w0 + sw * (j1 - j0 - 1) + 1, sw),
                 )
                 offsets.append((a, b, slice(i0, i1), slice(j0, j1), *dst))
-    for n0, n1 in chunks(N, rows, K * dtype.itemsize, _DX_CHUNK_SCALE):
+
+    def chunk(n0: int, n1: int) -> None:
         dcols_t = empty((K, (n1 - n0) * rows), dtype)  # (K, n * H_out * W_out)
         np.matmul(w_rows.T, dout2[n0 * rows : n1 * rows].T, out=dcols_t)
         d6 = dcols_t.reshape(KH, KW, C, n1 - n0, Ho, Wo)
@@ -276,4 +350,6 @@ def conv_dx_nchw(
         for a, b, oi, oj, rows_in, cols_in in offsets:
             view = dxc[:, :, rows_in, cols_in]
             view += d6[a, b, :, :, oi, oj]
+
+    _each_chunk(N, rows, K * dtype.itemsize, _DX_CHUNK_SCALE, chunk)
     return dx

@@ -10,6 +10,10 @@ Two things cost as much as the arithmetic in the fast layers, and this module re
 2. **One core doing memory-bound work.** BLAS uses every core for the GEMMs, but NumPy's
    copies and elementwise loops use one. They release the GIL, so ``parallel`` splits such
    work (pooling, batch norm) over the batch and runs the parts on a small thread pool.
+   ``parallel_blas`` does the same for whole im2col → GEMM → col2im pipelines, each thread
+   with a one-thread BLAS: the copies and adds around the GEMMs then use every core too, and
+   a GEMM that reduces over the batch (a filter gradient) is split along that long axis
+   rather than over its small output, as BLAS would split it.
 
 Work is also cut into ``CHUNK_BYTES`` pieces (``chunks``) so that several operations on a
 piece run while it is still in cache.
@@ -27,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 #: Bytes of buffers the default workspace keeps for reuse.
 DEFAULT_WORKSPACE_BYTES = 1 << 30
@@ -173,6 +178,25 @@ def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
             _executor = ThreadPoolExecutor(_threads - 1, thread_name_prefix="pix2pred")
         futures = [_executor.submit(fn, a, b) for a, b in itertools.pairwise(bounds[1:])]
     return [fn(bounds[0], bounds[1]), *(f.result() for f in futures)]
+
+
+_blas_controller: ThreadpoolController | None = None
+
+
+def parallel_blas(fn: Callable[[int, int], T], n: int) -> list[T]:
+    """``parallel(fn, n)`` with BLAS held to one thread per call while the parts run.
+
+    For work whose parts each call BLAS: the threads here, not BLAS's, then share the cores
+    (both at once would oversubscribe them). With one thread configured, or one part, ``fn``
+    runs on the caller with BLAS as it is.
+    """
+    global _blas_controller
+    if min(_threads, n) <= 1:
+        return [fn(0, n)]
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        return parallel(fn, n)
 
 
 def chunks(n: int, rows_per_item: int, row_bytes: int, scale: int = 1) -> Iterator[tuple[int, int]]:
