@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--translate", type=int, default=2)
     parser.add_argument("--cutout", type=int, default=0)
     parser.add_argument("--ema", type=float, default=None)
+    parser.add_argument("--whiten-bias-until", type=float, default=0.375)
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--n-train", type=int, default=None)
@@ -76,6 +77,7 @@ def main() -> None:
         translate=args.translate,
         cutout=args.cutout,
         ema=args.ema,
+        whiten_bias_until=args.whiten_bias_until,
         amp=args.amp,
         time_budget=None if args.budget_minutes is None else 60.0 * args.budget_minutes,
         seed=args.seed,

@@ -434,6 +434,10 @@ def test_cli_train_resnet_writes_a_run_folder(tmp_path):
     assert meta["image_shape"] == [12, 12, 3] and len(meta["classes"]) == 10
     bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "x"), "--widths", "8,16"])
     assert bad.exit_code != 0 and "--widths must be three positive integers" in str(bad.exception)
+    assert json.loads((out / "config.json").read_text())["train"]["whiten_bias_until"] == 0.375
+    bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "y"), "--whiten-bias-until", "2"])
+    assert bad.exit_code != 0 and "whiten_bias_until" in str(bad.exception)
+    assert not (tmp_path / "y").exists()
 
 
 def test_channel_stats_match_numpy_over_chunks():

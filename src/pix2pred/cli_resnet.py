@@ -79,6 +79,10 @@ def train_resnet(
         float | None,
         typer.Option(help="Average the weights with this final decay, e.g. 0.9."),
     ] = None,
+    whiten_bias_until: Annotated[
+        float,
+        typer.Option(help="Fraction of training after which the whitening bias is frozen."),
+    ] = 0.375,
     time_budget: Annotated[
         float | None,
         typer.Option(help="Stop training after this many minutes (schedule follows)."),
@@ -137,6 +141,7 @@ def train_resnet(
             cutout=cutout,
             flip=flip,
             ema=ema,
+            whiten_bias_until=whiten_bias_until,
             amp=amp,
             sync_bn=sync_bn,
             time_budget=None if time_budget is None else time_budget * 60.0,

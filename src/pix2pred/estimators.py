@@ -180,9 +180,7 @@ class NeuralClassifier:
         ``resume=True`` continues from the checkpoint in ``checkpoint_dir`` (same data, same
         keywords) to the same result as an uninterrupted run.
         """
-        from pix2pred.data.preprocess import make_preprocessor
         from pix2pred.data.split import train_val_split
-        from pix2pred.solver import Solver
 
         self._validate()
         X = _check_images(X)
@@ -208,44 +206,58 @@ class NeuralClassifier:
                 raise ValueError(f"y_val has labels not seen in y: {unknown[:5].tolist()}")
             yv = np.searchsorted(self.classes_, yv).astype(np.int64)
 
-        self.preprocessor_ = make_preprocessor(self.preprocessing).fit(X)
-        self.image_shape_ = tuple(int(s) for s in X.shape[1:])
-        H, W, C = self.image_shape_
-        self.model_ = self._build_model((C, H, W), len(self.classes_))
-        data = {
-            "X_train": self._to_model_input(X),
-            "y_train": y_enc,
-            "X_val": self._to_model_input(X_val) if len(X_val) else None,
-            "y_val": yv if len(X_val) else None,
-        }
-        solver_class, backend_options = Solver, {}
-        if self.backend == "torch":
-            solver_class = _torch_train().TorchSolver
-            backend_options = {"amp": self.amp, "deterministic": self.deterministic}
-        solver = solver_class(
-            self.model_,
-            data,
-            **backend_options,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-            warmup_epochs=self.warmup_epochs,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            augment=self.augment,
-            early_stopping=self.early_stopping,
-            seed=self.seed,
-            checkpoint_dir=self.checkpoint_dir,
-            resume=resume,
-            progress=self.progress,
-            verbose=self.progress,
-        )
+        data = self._prepare(X, y_enc, X_val, yv, len(self.classes_))
+        solver = self._solver(data, resume=resume)
         solver.train()
         self.history_ = solver.history()
         self.device_ = str(getattr(solver, "device", "cpu"))
         return self
+
+    def _prepare(
+        self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, n_classes: int
+    ) -> dict[str, Any]:
+        """Fit the preprocessing on X, build a fresh model, and return the Solver's arrays.
+
+        ``y`` and ``y_val`` are class indices; an empty ``X_val`` means no validation set.
+        """
+        from pix2pred.data.preprocess import make_preprocessor
+
+        self.preprocessor_ = make_preprocessor(self.preprocessing).fit(X)
+        self.image_shape_ = tuple(int(s) for s in X.shape[1:])
+        H, W, C = self.image_shape_
+        self.model_ = self._build_model((C, H, W), n_classes)
+        return {
+            "X_train": self._to_model_input(X),
+            "y_train": y.astype(np.int64),
+            "X_val": self._to_model_input(X_val) if len(X_val) else None,
+            "y_val": y_val.astype(np.int64) if len(X_val) else None,
+        }
+
+    def _solver(self, data: dict[str, Any], **overrides: Any) -> Any:
+        """The backend's Solver over ``data`` with this estimator's options (``overrides`` win)."""
+        from pix2pred.solver import Solver
+
+        solver_class, options = Solver, {}
+        if self.backend == "torch":
+            solver_class = _torch_train().TorchSolver
+            options = {"amp": self.amp, "deterministic": self.deterministic}
+        options |= {
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "schedule": self.schedule,
+            "warmup_epochs": self.warmup_epochs,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "augment": self.augment,
+            "early_stopping": self.early_stopping,
+            "seed": self.seed,
+            "checkpoint_dir": self.checkpoint_dir,
+            "progress": self.progress,
+            "verbose": self.progress,
+        }
+        return solver_class(self.model_, data, **(options | overrides))
 
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:

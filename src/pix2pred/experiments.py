@@ -119,47 +119,17 @@ def _train(
     progress: bool = True,
 ) -> RunResult:
     """Train one estimator as ``fit`` does, keeping the history even when training diverges."""
-    from pix2pred.data.preprocess import make_preprocessor
-    from pix2pred.estimators import _torch_train
-    from pix2pred.solver import Solver, TrainingDivergedError
+    from pix2pred.solver import TrainingDivergedError
 
     est = estimator_class(model)(**params)
     est._validate()
     est.classes_ = np.arange(data.num_classes)
-    est.preprocessor_ = make_preprocessor(est.preprocessing).fit(data.X_train)
-    est.image_shape_ = tuple(int(s) for s in data.X_train.shape[1:])
-    H, W, C = est.image_shape_
-    est.model_ = est._build_model((C, H, W), data.num_classes)
-    arrays = {
-        "X_train": est._to_model_input(data.X_train),
-        "y_train": data.y_train.astype(np.int64),
-        "X_val": est._to_model_input(data.X_val),
-        "y_val": data.y_val.astype(np.int64),
-    }
+    arrays = est._prepare(data.X_train, data.y_train, data.X_val, data.y_val, data.num_classes)
     used_momentum = est.momentum if momentum is None else momentum
     if used_momentum is None:  # the rule's own, recorded as a number
         used_momentum = RULE_MOMENTUM.get(est.optimizer)
-    solver_class, backend_options = Solver, {}
-    if est.backend == "torch":
-        solver_class = _torch_train().TorchSolver
-        backend_options = {"amp": est.amp, "deterministic": est.deterministic}
-    solver = solver_class(
-        est.model_,
-        arrays,
-        **backend_options,
-        optimizer=est.optimizer,
-        lr=est.lr,
-        momentum=used_momentum,
-        weight_decay=est.weight_decay,
-        schedule=est.schedule,
-        warmup_epochs=est.warmup_epochs,
-        batch_size=est.batch_size,
-        epochs=est.epochs,
-        augment=est.augment,
-        early_stopping=est.early_stopping,
-        seed=est.seed,
-        progress=progress,
-        verbose=False,
+    solver = est._solver(
+        arrays, momentum=used_momentum, progress=progress, verbose=False, checkpoint_dir=None
     )
     t0 = time.perf_counter()
     run_params = {**params, "momentum": used_momentum}
