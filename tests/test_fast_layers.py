@@ -1,6 +1,7 @@
 """fast_layers against torch autograd, central differences and the reference loops of layers."""
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -541,3 +542,44 @@ def test_parallel_covers_the_range_in_order_and_checks_its_argument():
     assert WS.parallel(lambda a, b: (a, b), 10) == expected
     with pytest.raises(ValueError, match="positive int, got 0"):
         WS.set_num_threads(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_splits_rows_and_equals_the_reference(threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 3, 4, 5))
+    w, b = rng.standard_normal((60, 7)), rng.standard_normal(7)
+    dout = rng.standard_normal((37, 7))
+    before = WS.get_num_threads()
+    WS.set_num_threads(threads)
+    try:
+        out, cache = FL.affine_relu_forward(x, w, b)
+        grads = FL.affine_relu_backward(dout, cache)
+    finally:
+        WS.set_num_threads(before)
+    ref_out, ref_cache = L.affine_relu_forward(x, w, b)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
+    for got, ref in zip(grads, L.affine_relu_backward(dout, ref_cache), strict=True):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="w has 59 rows but x"):
+        FL.affine_forward(x, w[:59], b)
+
+
+def test_worker_threads_follow_the_callers_errstate():
+    # Only the second half of the rows overflows: the half a worker thread computes.
+    x = np.ones((64, 4), np.float32)
+    x[32:] = 1e30
+    w = np.full((4, 3), 1e30, np.float32)
+    b = np.zeros(3, np.float32)
+    before = WS.get_num_threads()
+    WS.set_num_threads(2)
+    try:
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError, match="overflow"):
+            FL.affine_forward(x, w, b)
+        with np.errstate(over="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out, _ = FL.affine_forward(x, w, b)
+    finally:
+        WS.set_num_threads(before)
+    assert np.isinf(out[32:]).all() and np.isfinite(out[:32]).all()

@@ -33,22 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from pix2pred.nn_numpy import fast_batchnorm
+from pix2pred.nn_numpy import fast_batchnorm, layers
 from pix2pred.nn_numpy import im2col as I
 from pix2pred.nn_numpy import workspace as WS
 from pix2pred.nn_numpy.layers import (
+    _NORMS,
     IntPair,
     _check_ndim,
     _check_shape,
     _output_size,
     _pair,
     _pool_setup,
-    affine_backward,
-    affine_forward,
-    affine_norm_relu_backward,
-    affine_norm_relu_forward,
-    affine_relu_backward,
-    affine_relu_forward,
     dropout_backward,
     dropout_forward,
     flatten_backward,
@@ -109,6 +104,88 @@ __all__ = [
     "tanh_backward",
     "tanh_forward",
 ]
+
+
+# ---------------------------------------------------------------- fully connected
+
+
+def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``layers.affine_forward`` with the rows shared among threads (a one-thread BLAS each)."""
+    x2 = x.reshape(x.shape[0], -1)  # (N, D)
+    layers.affine_forward(x2[:1], w, b)  # the same checks and messages, on one row
+    out = np.empty((len(x2), w.shape[1]), np.result_type(x, w, b))
+
+    def part(i: int, j: int) -> None:
+        np.matmul(x2[i:j], w, out=out[i:j])
+        out[i:j] += b
+
+    WS.parallel_blas(part, len(x2))
+    return out, (x, w)
+
+
+def affine_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``affine_forward``: ``dx`` by rows and ``dw`` as a sum over row blocks."""
+    x, w = cache
+    x2 = x.reshape(x.shape[0], -1)  # (N, D)
+    dx = np.empty(x2.shape, np.result_type(dout, w))
+
+    def part(i: int, j: int) -> np.ndarray:
+        np.matmul(dout[i:j], w.T, out=dx[i:j])
+        return x2[i:j].T @ dout[i:j]
+
+    parts = WS.parallel_blas(part, len(x2))
+    dw = parts[0]
+    for other in parts[1:]:
+        dw += other
+    return dx.reshape(x.shape), dw, dout.sum(axis=0)
+
+
+def affine_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``relu(affine(x, w, b))``, as ``layers.affine_relu_forward``."""
+    a, fc_cache = affine_forward(x, w, b)
+    out, relu_cache = relu_forward(a)
+    return out, (fc_cache, relu_cache)
+
+
+def affine_relu_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``affine_relu_forward``: ``dx, dw, db``."""
+    fc_cache, relu_cache = cache
+    return affine_backward(relu_backward(dout, relu_cache), fc_cache)
+
+
+def affine_norm_relu_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    norm_param: MutableMapping[str, Any] | None,
+    norm: str | None = "batchnorm",
+) -> tuple[np.ndarray, Any]:
+    """``relu(norm(affine(x, w, b)))``, as ``layers.affine_norm_relu_forward``."""
+    if norm is not None and norm not in _NORMS:
+        raise ValueError(f"norm must be 'batchnorm', 'layernorm' or None, got {norm!r}")
+    a, fc_cache = affine_forward(x, w, b)
+    norm_cache = None
+    if norm == "batchnorm":
+        a, norm_cache = batchnorm_forward(a, gamma, beta, norm_param)
+    elif norm is not None:
+        a, norm_cache = _NORMS[norm][0](a, gamma, beta, norm_param)
+    out, relu_cache = relu_forward(a)
+    return out, (norm, fc_cache, norm_cache, relu_cache)
+
+
+def affine_norm_relu_backward(dout: np.ndarray, cache: Any) -> tuple[Any, ...]:
+    """Gradients of ``affine_norm_relu_forward``: ``dx, dw, db, dgamma, dbeta``."""
+    norm, fc_cache, norm_cache, relu_cache = cache
+    da = relu_backward(dout, relu_cache)
+    dgamma = dbeta = None
+    if norm == "batchnorm":
+        da, dgamma, dbeta = batchnorm_backward(da, norm_cache)
+    elif norm is not None:
+        da, dgamma, dbeta = _NORMS[norm][1](da, norm_cache)
+    dx, dw, db = affine_backward(da, fc_cache)
+    return dx, dw, db, dgamma, dbeta
 
 
 # ---------------------------------------------------------------- convolution

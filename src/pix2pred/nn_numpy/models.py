@@ -25,6 +25,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from pix2pred.nn_numpy import fast_layers, layers, losses
+from pix2pred.nn_numpy import workspace as WS
 from pix2pred.nn_numpy.convnet_spec import POOL, ConvSpec, parse_spec
 from pix2pred.nn_numpy.init import (
     check_dropout,
@@ -57,9 +58,11 @@ class Layer(NamedTuple):
     skip_dx: bool = False
 
 
-AFFINE = Layer(layers.affine_forward, layers.affine_backward)
-AFFINE_RELU = Layer(layers.affine_relu_forward, layers.affine_relu_backward)
-AFFINE_NORM_RELU = Layer(layers.affine_norm_relu_forward, layers.affine_norm_relu_backward)
+AFFINE = Layer(fast_layers.affine_forward, fast_layers.affine_backward)
+AFFINE_RELU = Layer(fast_layers.affine_relu_forward, fast_layers.affine_relu_backward)
+AFFINE_NORM_RELU = Layer(
+    fast_layers.affine_norm_relu_forward, fast_layers.affine_norm_relu_backward
+)
 RELU = Layer(layers.relu_forward, layers.relu_backward)
 DROPOUT = Layer(layers.dropout_forward, layers.dropout_backward)
 CONV = Layer(fast_layers.conv_forward, fast_layers.conv_backward, skip_dx=True)
@@ -251,12 +254,14 @@ class Model:
             (train mode: batch norm uses and records batch statistics, dropout is on)
         """
         X = self._check_input(X)
-        if y is None:
-            return self._forward(X, _Tape(self.params, train=False))
-        tape = _Tape(self.params, train=True)
-        scores = self._forward(X, tape)
-        loss, dscores = self._data_loss(scores, np.asarray(y))
-        grads = tape.backward(dscores)
+        # Every GEMM inside splits its work over the layers' own threads (see workspace).
+        with WS.blas_one_thread():
+            if y is None:
+                return self._forward(X, _Tape(self.params, train=False))
+            tape = _Tape(self.params, train=True)
+            scores = self._forward(X, tape)
+            loss, dscores = self._data_loss(scores, np.asarray(y))
+            grads = tape.backward(dscores)
         return loss, {k: grads[k] for k in self.params}  # in the order of params
 
     def backward_to_input(
@@ -269,12 +274,13 @@ class Model:
         like ``X``: what saliency maps and class visualisations need.
         """
         X = self._check_input(X)
-        tape = _Tape(self.params, train=False, record=True)
-        scores = self._forward(X, tape)
-        dscores = np.asarray(dscores, dtype=self.dtype)
-        if dscores.shape != scores.shape:
-            raise ValueError(f"dscores must have shape {scores.shape}, got {dscores.shape}")
-        tape.backward(dscores, need_input_grad=True)
+        with WS.blas_one_thread():
+            tape = _Tape(self.params, train=False, record=True)
+            scores = self._forward(X, tape)
+            dscores = np.asarray(dscores, dtype=self.dtype)
+            if dscores.shape != scores.shape:
+                raise ValueError(f"dscores must have shape {scores.shape}, got {dscores.shape}")
+            tape.backward(dscores, need_input_grad=True)
         return scores, np.asarray(tape.input_grad).reshape(X.shape)
 
     def _forward(self, X: np.ndarray, tape: _Tape) -> np.ndarray:

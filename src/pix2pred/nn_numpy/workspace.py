@@ -21,6 +21,7 @@ piece run while it is still in cache.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import sys
@@ -28,6 +29,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -176,11 +178,34 @@ def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
     with _executor_lock:
         if _executor is None:
             _executor = ThreadPoolExecutor(_threads - 1, thread_name_prefix="pix2pred")
-        futures = [_executor.submit(fn, a, b) for a, b in itertools.pairwise(bounds[1:])]
+        # Each part runs in a copy of the caller's context, so that np.errstate (a context
+        # variable) applies to it as to the caller.
+        futures = [
+            _executor.submit(contextvars.copy_context().run, fn, a, b)
+            for a, b in itertools.pairwise(bounds[1:])
+        ]
     return [fn(bounds[0], bounds[1]), *(f.result() for f in futures)]
 
 
 _blas_controller: ThreadpoolController | None = None
+
+
+@contextmanager
+def blas_one_thread() -> Iterator[None]:
+    """Hold BLAS to one thread for the block, when this module has threads of its own.
+
+    A model's forward and backward passes run inside it: all their GEMMs then go through
+    ``parallel_blas``, and no BLAS worker thread is left spinning (OpenBLAS's wait for the
+    next call after a many-thread GEMM) on a core that this module's threads need.
+    """
+    global _blas_controller
+    if _threads <= 1:
+        yield
+        return
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def parallel_blas(fn: Callable[[int, int], T], n: int) -> list[T]:
@@ -190,12 +215,9 @@ def parallel_blas(fn: Callable[[int, int], T], n: int) -> list[T]:
     (both at once would oversubscribe them). With one thread configured, or one part, ``fn``
     runs on the caller with BLAS as it is.
     """
-    global _blas_controller
     if min(_threads, n) <= 1:
         return [fn(0, n)]
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
+    with blas_one_thread():
         return parallel(fn, n)
 
 
