@@ -545,7 +545,8 @@ def test_parallel_covers_the_range_in_order_and_checks_its_argument():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_affine_splits_rows_and_equals_the_reference(threads):
+@pytest.mark.parametrize("held", [False, True])
+def test_affine_equals_the_reference_split_or_not(threads, held):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((37, 3, 4, 5))
     w, b = rng.standard_normal((60, 7)), rng.standard_normal(7)
@@ -553,8 +554,10 @@ def test_affine_splits_rows_and_equals_the_reference(threads):
     before = WS.get_num_threads()
     WS.set_num_threads(threads)
     try:
-        out, cache = FL.affine_relu_forward(x, w, b)
-        grads = FL.affine_relu_backward(dout, cache)
+        with WS.blas_one_thread() if held else contextlib.nullcontext():
+            assert WS.blas_held() == (held and threads > 1)
+            out, cache = FL.affine_relu_forward(x, w, b)
+            grads = FL.affine_relu_backward(dout, cache)
     finally:
         WS.set_num_threads(before)
     ref_out, ref_cache = L.affine_relu_forward(x, w, b)
@@ -567,19 +570,20 @@ def test_affine_splits_rows_and_equals_the_reference(threads):
 
 
 def test_worker_threads_follow_the_callers_errstate():
-    # Only the second half of the rows overflows: the half a worker thread computes.
-    x = np.ones((64, 4), np.float32)
-    x[32:] = 1e30
-    w = np.full((4, 3), 1e30, np.float32)
-    b = np.zeros(3, np.float32)
+    # Only the second half of the output columns overflows: the half a worker computes.
+    x = np.ones((8, 4), np.float32)
+    w = np.ones((4, 64), np.float32)
+    w[:, 32:] = 1e38
+    b = np.zeros(64, np.float32)
     before = WS.get_num_threads()
     WS.set_num_threads(2)
     try:
-        with np.errstate(over="raise"), pytest.raises(FloatingPointError, match="overflow"):
-            FL.affine_forward(x, w, b)
-        with np.errstate(over="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("error")
-            out, _ = FL.affine_forward(x, w, b)
+        with WS.blas_one_thread():  # as in a model's pass: the rows go to two threads
+            with np.errstate(over="raise"), pytest.raises(FloatingPointError, match="overflow"):
+                FL.affine_forward(x, w, b)
+            with np.errstate(over="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("error")
+                out, _ = FL.affine_forward(x, w, b)
     finally:
         WS.set_num_threads(before)
-    assert np.isinf(out[32:]).all() and np.isfinite(out[:32]).all()
+    assert np.isinf(out[:, 32:]).all() and np.isfinite(out[:, :32]).all()

@@ -110,33 +110,40 @@ __all__ = [
 
 
 def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
-    """``layers.affine_forward`` with the rows shared among threads (a one-thread BLAS each)."""
+    """``layers.affine_forward``, the output columns shared among threads (one-thread BLAS).
+
+    Splitting the weights rather than the batch: each thread reads only its share of ``w``,
+    which for a small batch is most of the memory traffic. Outside a model's pass (BLAS not
+    held to one thread, see ``workspace.blas_one_thread``) BLAS's own threads do it faster.
+    """
+    if not WS.blas_held():
+        return layers.affine_forward(x, w, b)
     x2 = x.reshape(x.shape[0], -1)  # (N, D)
     layers.affine_forward(x2[:1], w, b)  # the same checks and messages, on one row
-    out = np.empty((len(x2), w.shape[1]), np.result_type(x, w, b))
+    out = WS.empty((len(x2), w.shape[1]), np.result_type(x, w, b))
 
     def part(i: int, j: int) -> None:
-        np.matmul(x2[i:j], w, out=out[i:j])
-        out[i:j] += b
+        np.matmul(x2, w[:, i:j], out=out[:, i:j])
+        out[:, i:j] += b[i:j]
 
-    WS.parallel_blas(part, len(x2))
+    WS.parallel_blas(part, w.shape[1])
     return out, (x, w)
 
 
 def affine_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of ``affine_forward``: ``dx`` by rows and ``dw`` as a sum over row blocks."""
+    """Gradients of ``affine_forward``; threads share the rows of ``w`` (columns of ``dx``)."""
+    if not WS.blas_held():
+        return layers.affine_backward(dout, cache)
     x, w = cache
     x2 = x.reshape(x.shape[0], -1)  # (N, D)
-    dx = np.empty(x2.shape, np.result_type(dout, w))
+    dx = WS.empty(x2.shape, np.result_type(dout, w))
+    dw = np.empty(w.shape, np.result_type(x2, dout))
 
-    def part(i: int, j: int) -> np.ndarray:
-        np.matmul(dout[i:j], w.T, out=dx[i:j])
-        return x2[i:j].T @ dout[i:j]
+    def part(i: int, j: int) -> None:
+        np.matmul(dout, w[i:j].T, out=dx[:, i:j])
+        np.matmul(x2[:, i:j].T, dout, out=dw[i:j])
 
-    parts = WS.parallel_blas(part, len(x2))
-    dw = parts[0]
-    for other in parts[1:]:
-        dw += other
+    WS.parallel_blas(part, w.shape[0])
     return dx.reshape(x.shape), dw, dout.sum(axis=0)
 
 

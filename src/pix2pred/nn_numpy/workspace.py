@@ -188,6 +188,7 @@ def parallel(fn: Callable[[int, int], T], n: int) -> list[T]:
 
 
 _blas_controller: ThreadpoolController | None = None
+_blas_held: contextvars.ContextVar[bool] = contextvars.ContextVar("blas_held", default=False)
 
 
 @contextmanager
@@ -204,8 +205,17 @@ def blas_one_thread() -> Iterator[None]:
         return
     if _blas_controller is None:
         _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
-        yield
+    token = _blas_held.set(True)
+    try:
+        with _blas_controller.limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        _blas_held.reset(token)
+
+
+def blas_held() -> bool:
+    """Whether the caller runs inside ``blas_one_thread`` (BLAS held to one thread)."""
+    return _blas_held.get()
 
 
 def parallel_blas(fn: Callable[[int, int], T], n: int) -> list[T]:
