@@ -35,9 +35,10 @@ def _step_seconds(kind: str, widths: tuple[int, int, int], batch: int, steps: in
     import torch.nn.functional as F
     from torch import nn
 
+    from pix2pred.nn_torch.fast_train import FastTrainConfig, _param_groups, resolve_amp
+
     torch.manual_seed(0)
     if kind == "ours":
-        from pix2pred.nn_torch.fast_train import FastTrainConfig, _param_groups, resolve_amp
         from pix2pred.nn_torch.resnet import FastResNet
 
         model = FastResNet(10, 3, widths, depth=2)
@@ -45,7 +46,6 @@ def _step_seconds(kind: str, widths: tuple[int, int, int], batch: int, steps: in
         opt = _param_groups(model, FastTrainConfig(batch_size=batch), batch)
         optimizers = [opt["muon"], opt["sgd"]]
     else:
-        from pix2pred.nn_torch.fast_train import resolve_amp
 
         def bn(c: int) -> nn.BatchNorm2d:
             norm = nn.BatchNorm2d(c, eps=1e-12, momentum=0.4)

@@ -1,4 +1,4 @@
-"""Fast versions of the convolution, pooling and batch-norm layers: im2col + BLAS, float32.
+"""Fast convolution, pooling, batch-norm and affine layers: im2col + BLAS, float32, threads.
 
 Same names, arguments, shapes, caches-in/gradients-out contract and error messages as
 ``layers``, which keeps the readable loop versions; the tests hold the two equal. Everything
@@ -39,6 +39,7 @@ from pix2pred.nn_numpy import workspace as WS
 from pix2pred.nn_numpy.layers import (
     _NORMS,
     IntPair,
+    _affine_sandwiches,
     _check_ndim,
     _check_shape,
     _output_size,
@@ -118,8 +119,7 @@ def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndar
     """
     if not WS.blas_held():
         return layers.affine_forward(x, w, b)
-    x2 = x.reshape(x.shape[0], -1)  # (N, D)
-    layers.affine_forward(x2[:1], w, b)  # the same checks and messages, on one row
+    x2 = layers._affine_input(x, w, b)  # (N, D)
     out = WS.empty((len(x2), w.shape[1]), np.result_type(x, w, b))
 
     def part(i: int, j: int) -> None:
@@ -145,54 +145,6 @@ def affine_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarra
 
     WS.parallel_blas(part, w.shape[0])
     return dx.reshape(x.shape), dw, dout.sum(axis=0)
-
-
-def affine_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
-    """``relu(affine(x, w, b))``, as ``layers.affine_relu_forward``."""
-    a, fc_cache = affine_forward(x, w, b)
-    out, relu_cache = relu_forward(a)
-    return out, (fc_cache, relu_cache)
-
-
-def affine_relu_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of ``affine_relu_forward``: ``dx, dw, db``."""
-    fc_cache, relu_cache = cache
-    return affine_backward(relu_backward(dout, relu_cache), fc_cache)
-
-
-def affine_norm_relu_forward(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray,
-    gamma: np.ndarray | None,
-    beta: np.ndarray | None,
-    norm_param: MutableMapping[str, Any] | None,
-    norm: str | None = "batchnorm",
-) -> tuple[np.ndarray, Any]:
-    """``relu(norm(affine(x, w, b)))``, as ``layers.affine_norm_relu_forward``."""
-    if norm is not None and norm not in _NORMS:
-        raise ValueError(f"norm must be 'batchnorm', 'layernorm' or None, got {norm!r}")
-    a, fc_cache = affine_forward(x, w, b)
-    norm_cache = None
-    if norm == "batchnorm":
-        a, norm_cache = batchnorm_forward(a, gamma, beta, norm_param)
-    elif norm is not None:
-        a, norm_cache = _NORMS[norm][0](a, gamma, beta, norm_param)
-    out, relu_cache = relu_forward(a)
-    return out, (norm, fc_cache, norm_cache, relu_cache)
-
-
-def affine_norm_relu_backward(dout: np.ndarray, cache: Any) -> tuple[Any, ...]:
-    """Gradients of ``affine_norm_relu_forward``: ``dx, dw, db, dgamma, dbeta``."""
-    norm, fc_cache, norm_cache, relu_cache = cache
-    da = relu_backward(dout, relu_cache)
-    dgamma = dbeta = None
-    if norm == "batchnorm":
-        da, dgamma, dbeta = batchnorm_backward(da, norm_cache)
-    elif norm is not None:
-        da, dgamma, dbeta = _NORMS[norm][1](da, norm_cache)
-    dx, dw, db = affine_backward(da, fc_cache)
-    return dx, dw, db, dgamma, dbeta
 
 
 # ---------------------------------------------------------------- convolution
@@ -257,17 +209,16 @@ def conv_backward(
     dout2 = I.to_nhwc(dout, dtype=dtype).reshape(-1, F)  # (N * H_out * W_out, F)
     w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(F, -1), dtype=dtype)  # (F, K)
     kernel = (HH, WW)
-    dx = None
-    if not need_dx:
-        dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw)
-    elif WW * C < out_hw[1]:  # channels-last runs of KW * C numbers would be the shorter
-        dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw)
-        dx = I.conv_dx_nchw(dout2, w_rows, x_shape, kernel, stride, pad, out_hw)
-    else:  # dx chunk by chunk, right after the same chunk's share of dw
+    # Channels-last runs of KW * C numbers would be the shorter: dx in NCHW order, apart.
+    nchw_dx = need_dx and WW * C < out_hw[1]
+    dx = dx_chunk = None
+    if need_dx and not nchw_dx:  # dx chunk by chunk, right after the same chunk's share of dw
         dx_nhwc = WS.empty((N, H, W, C), dtype)
         dx_chunk = I.conv_dx_chunk(dx_nhwc, w_rows, kernel, stride, pad, out_hw)
-        dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk)
         dx = I.nchw(dx_nhwc)
+    dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk)
+    if nchw_dx:
+        dx = I.conv_dx_nchw(dout2, w_rows, x_shape, kernel, stride, pad, out_hw)
     # dw_cols (K + 1, F): kernel rows in (HH, WW, C) order, then the bias gradient
     dw = np.ascontiguousarray(dw_cols[:-1].reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
     return dx, dw, dw_cols[-1].copy()
@@ -551,3 +502,16 @@ def conv_relu_pool_backward(
     """Gradients of ``conv_relu_pool_forward``: ``dx, dw, db`` (``dx`` None unless ``need_dx``)."""
     conv_relu_cache, pool_cache = cache
     return conv_relu_backward(max_pool_backward(dout, pool_cache), conv_relu_cache, need_dx)
+
+
+# The affine sandwich layers over the threaded affine layer and this module's batch norm.
+(
+    affine_relu_forward,
+    affine_relu_backward,
+    affine_norm_relu_forward,
+    affine_norm_relu_backward,
+) = _affine_sandwiches(
+    affine_forward,
+    affine_backward,
+    {**_NORMS, "batchnorm": (batchnorm_forward, batchnorm_backward)},
+)

@@ -95,12 +95,18 @@ def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndar
     out : ndarray of shape (N, M)
     cache : for ``affine_backward``
     """
-    x2 = x.reshape(x.shape[0], -1)  # (N, D)
+    x2 = _affine_input(x, w, b)  # (N, D)
+    return x2 @ w + b, (x, w)
+
+
+def _affine_input(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x flattened to (N, D), after checking that w (D, M) and b (M,) fit it."""
+    x2 = x.reshape(x.shape[0], -1)
     _check_ndim(w, 2, "w", "(D, M)")
     if w.shape[0] != x2.shape[1]:
         raise ValueError(f"w has {w.shape[0]} rows but x {x.shape} flattens to {x2.shape[1]}")
     _check_shape(b, (w.shape[1],), "b")
-    return x2 @ w + b, (x, w)
+    return x2
 
 
 def affine_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -573,61 +579,86 @@ def dropout_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
 # ---------------------------------------------------------------- sandwich layers
 
 
-def affine_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
-    """``relu(affine(x, w, b))``; shapes as ``affine_forward``."""
-    a, fc_cache = affine_forward(x, w, b)
-    out, relu_cache = relu_forward(a)
-    return out, (fc_cache, relu_cache)
-
-
-def affine_relu_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of ``affine_relu_forward``: ``dx, dw, db``."""
-    fc_cache, relu_cache = cache
-    return affine_backward(relu_backward(dout, relu_cache), fc_cache)
-
-
 _NORMS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "batchnorm": (batchnorm_forward, batchnorm_backward),
     "layernorm": (layernorm_forward, layernorm_backward),
 }
 
 
-def affine_norm_relu_forward(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray,
-    gamma: np.ndarray | None,
-    beta: np.ndarray | None,
-    norm_param: MutableMapping[str, Any] | None,
-    norm: str | None = "batchnorm",
-) -> tuple[np.ndarray, Any]:
-    """``relu(norm(affine(x, w, b)))`` with norm "batchnorm", "layernorm" or None (skipped).
+def _affine_sandwiches(
+    affine_fwd: Callable[..., Any],
+    affine_bwd: Callable[..., Any],
+    norms: dict[str, tuple[Callable[..., Any], Callable[..., Any]]],
+) -> tuple[Callable[..., Any], ...]:
+    """``affine_relu_*`` and ``affine_norm_relu_*`` over the given affine layer and norms.
 
-    Shapes as ``affine_forward``; gamma, beta of shape (M,) and ``norm_param`` the
-    ``bn_param`` or ``ln_param`` of the norm (all three unused when ``norm`` is None).
+    This module builds them on its own layers; ``fast_layers`` on its threaded affine layer
+    and batch norm. Returns the four functions in the order of their names below.
     """
-    if norm is not None and norm not in _NORMS:
-        raise ValueError(f"norm must be 'batchnorm', 'layernorm' or None, got {norm!r}")
-    a, fc_cache = affine_forward(x, w, b)
-    norm_cache = None
-    if norm is not None:
-        a, norm_cache = _NORMS[norm][0](a, gamma, beta, norm_param)
-    out, relu_cache = relu_forward(a)
-    return out, (norm, fc_cache, norm_cache, relu_cache)
+
+    def affine_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
+        """``relu(affine(x, w, b))``; shapes as ``affine_forward``."""
+        a, fc_cache = affine_fwd(x, w, b)
+        out, relu_cache = relu_forward(a)
+        return out, (fc_cache, relu_cache)
+
+    def affine_relu_backward(
+        dout: np.ndarray, cache: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradients of ``affine_relu_forward``: ``dx, dw, db``."""
+        fc_cache, relu_cache = cache
+        return affine_bwd(relu_backward(dout, relu_cache), fc_cache)
+
+    def affine_norm_relu_forward(
+        x: np.ndarray,
+        w: np.ndarray,
+        b: np.ndarray,
+        gamma: np.ndarray | None,
+        beta: np.ndarray | None,
+        norm_param: MutableMapping[str, Any] | None,
+        norm: str | None = "batchnorm",
+    ) -> tuple[np.ndarray, Any]:
+        """``relu(norm(affine(x, w, b)))`` with norm "batchnorm", "layernorm" or None (skipped).
+
+        Shapes as ``affine_forward``; gamma, beta of shape (M,) and ``norm_param`` the
+        ``bn_param`` or ``ln_param`` of the norm (all three unused when ``norm`` is None).
+        """
+        if norm is not None and norm not in norms:
+            raise ValueError(f"norm must be 'batchnorm', 'layernorm' or None, got {norm!r}")
+        a, fc_cache = affine_fwd(x, w, b)
+        norm_cache = None
+        if norm is not None:
+            a, norm_cache = norms[norm][0](a, gamma, beta, norm_param)
+        out, relu_cache = relu_forward(a)
+        return out, (norm, fc_cache, norm_cache, relu_cache)
+
+    def affine_norm_relu_backward(dout: np.ndarray, cache: Any) -> tuple[Any, ...]:
+        """Gradients of ``affine_norm_relu_forward``: ``dx, dw, db, dgamma, dbeta``.
+
+        ``dgamma`` and ``dbeta`` are None when the forward pass had no norm.
+        """
+        norm, fc_cache, norm_cache, relu_cache = cache
+        da = relu_backward(dout, relu_cache)
+        dgamma = dbeta = None
+        if norm is not None:
+            da, dgamma, dbeta = norms[norm][1](da, norm_cache)
+        dx, dw, db = affine_bwd(da, fc_cache)
+        return dx, dw, db, dgamma, dbeta
+
+    return (
+        affine_relu_forward,
+        affine_relu_backward,
+        affine_norm_relu_forward,
+        affine_norm_relu_backward,
+    )
 
 
-def affine_norm_relu_backward(dout: np.ndarray, cache: Any) -> tuple[Any, ...]:
-    """Gradients of ``affine_norm_relu_forward``: ``dx, dw, db, dgamma, dbeta``.
-
-    ``dgamma`` and ``dbeta`` are None when the forward pass had no norm.
-    """
-    norm, fc_cache, norm_cache, relu_cache = cache
-    da = relu_backward(dout, relu_cache)
-    dgamma = dbeta = None
-    if norm is not None:
-        da, dgamma, dbeta = _NORMS[norm][1](da, norm_cache)
-    dx, dw, db = affine_backward(da, fc_cache)
-    return dx, dw, db, dgamma, dbeta
+(
+    affine_relu_forward,
+    affine_relu_backward,
+    affine_norm_relu_forward,
+    affine_norm_relu_backward,
+) = _affine_sandwiches(affine_forward, affine_backward, _NORMS)
 
 
 def conv_relu_forward(
