@@ -3,11 +3,11 @@
 Each backend trains the same estimator (default: the course's SimpleCNN with `pix2pred train
 cnn`'s defaults: Adam, batch 128, flip+crop, per-channel normalisation) for ``--epochs`` epochs
 over the 45,000-image training split (the split `pix2pred train` uses), each in its own process
-(two thread pools in one process slow each other down). The numpy backend runs twice: with this
-machine's OpenBLAS settings as they are, and with ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE``
-unset (AVX-512 GEMM kernels). The table gives seconds per epoch (the whole ``fit``, set-up
-included, over the epochs), test accuracy after the run, and the ratio numpy / torch. Run from
-the repository root, alone on the machine::
+(two thread pools in one process slow each other down). Where the environment sets
+``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` (which can pin OpenBLAS to slower kernels), the numpy
+backend runs twice: with them as they are, and with them unset. The table gives seconds per
+epoch (the whole ``fit``, set-up included, over the epochs), test accuracy after the run, and
+the ratio numpy / torch. Run from the repository root, alone on the machine::
 
     flock /tmp/p2p-heavy.lock .venv/bin/python benchmarks/bench_epoch.py
     flock /tmp/p2p-heavy.lock .venv/bin/python benchmarks/bench_epoch.py --spec 32,32,M,64,64,M|256
@@ -72,11 +72,15 @@ def main() -> None:
         worker(args)
         return
 
-    runs = [
-        ("torch", "torch (MKL/oneDNN)", False),
-        ("numpy", "numpy, OpenBLAS as set here (AVX2)", False),
-        ("numpy", "numpy, OpenBLAS vars unset (AVX-512)", True),
-    ]
+    set_here = [f"{v}={os.environ[v]}" for v in BLAS_VARS if v in os.environ]
+    runs = [("torch", "torch (MKL/oneDNN)", False)]
+    if set_here:  # the second numpy run differs from the first only when they are set
+        runs += [
+            ("numpy", f"numpy, OpenBLAS with {' '.join(set_here)}", False),
+            ("numpy", "numpy, OpenBLAS variables unset", True),
+        ]
+    else:
+        runs += [("numpy", "numpy (no OpenBLAS variables set)", False)]
     results = []
     for backend, label, unset in runs:
         r = run(backend, args, unset)
