@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from pix2pred.cli_resnet import register
+from pix2pred.nn_torch import fast_data, fast_predict, muon
 from pix2pred.nn_torch import fast_train as FT
 from pix2pred.nn_torch.resnet import FastResNet, load_model, save_model
 
@@ -159,16 +160,16 @@ def test_newton_schulz_pushes_singular_values_towards_one():
     assert s_in.max() / s_in.min() > 30
     for shape in ((16, 40), (40, 16)):
         M = G if shape == (16, 40) else G.T
-        X = FT.newton_schulz(M, steps=5)
+        X = muon.newton_schulz(M, steps=5)
         assert X.shape == M.shape and X.dtype == torch.float64
         s = torch.linalg.svdvals(X)
         assert s.min() > 0.6 and s.max() < 1.25
         # Same singular vectors: X is U f(S) V^T, so X^T M is symmetric positive semi-definite.
         P = X.T @ M if shape == (16, 40) else M @ X.T
         assert torch.allclose(P, P.T, atol=1e-8)
-    assert FT.newton_schulz(torch.randn(8, 8)).dtype == torch.float32
+    assert muon.newton_schulz(torch.randn(8, 8)).dtype == torch.float32
     with pytest.raises(ValueError, match="takes a matrix"):
-        FT.newton_schulz(torch.zeros(2, 2, 2))
+        muon.newton_schulz(torch.zeros(2, 2, 2))
 
 
 def test_muon_step_matches_its_definition():
@@ -176,7 +177,7 @@ def test_muon_step_matches_its_definition():
     w0 = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
     grads = [torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64) for _ in range(2)]
     p = torch.nn.Parameter(w0.clone())
-    opt = FT.Muon([p], lr=0.1, momentum=0.5, nesterov=True, ns_steps=3)
+    opt = muon.Muon([p], lr=0.1, momentum=0.5, nesterov=True, ns_steps=3)
     w, buf = w0.clone(), torch.zeros_like(w0)
     for grad in grads:
         p.grad = grad.clone()
@@ -184,10 +185,10 @@ def test_muon_step_matches_its_definition():
         buf = 0.5 * buf + grad
         u = grad + 0.5 * buf
         w = w * (2.0 / w.norm())
-        w = w - 0.1 * FT.newton_schulz(u.reshape(4, -1), 3).reshape(w.shape)
+        w = w - 0.1 * muon.newton_schulz(u.reshape(4, -1), 3).reshape(w.shape)
     assert torch.allclose(p.detach(), w, atol=1e-12)
     with pytest.raises(ValueError, match="Invalid learning rate: -1"):
-        FT.Muon([p], lr=-1)
+        muon.Muon([p], lr=-1)
 
 
 def test_lr_factor_warms_up_then_decays_linearly_to_zero():
@@ -216,7 +217,7 @@ def test_config_validation_names_the_field_and_value():
 def test_augmenter_crops_translate_and_alternating_flips_cover_both_ways():
     X, _ = blobs(n=40, size=10)
     cfg = FT.FastTrainConfig(translate=2, flip="alternating", seed=5)
-    aug = FT._Augmenter(X, cfg, torch.device("cpu"), fill=np.zeros(3))
+    aug = fast_data._Augmenter(X, cfg, torch.device("cpu"), fill=np.zeros(3))
     idx = torch.arange(40)
     aug.start_epoch(0)
     x0, flips0, shifts0 = (
@@ -241,7 +242,7 @@ def test_augmenter_crops_translate_and_alternating_flips_cover_both_ways():
 def test_cutout_paints_one_square_per_image_in_the_fill_colour():
     X, _ = blobs(n=30, size=10)
     cfg = FT.FastTrainConfig(translate=0, flip="none", cutout=4, seed=2)
-    aug = FT._Augmenter(X, cfg, torch.device("cpu"), fill=np.array([1.2, 2.6, 255.0]))
+    aug = fast_data._Augmenter(X, cfg, torch.device("cpu"), fill=np.array([1.2, 2.6, 255.0]))
     aug.start_epoch(3)
     x = aug.batch(torch.arange(30), torch.float32).permute(0, 2, 3, 1).numpy()  # (30, 10, 10, 3)
     for i in range(30):
@@ -250,13 +251,15 @@ def test_cutout_paints_one_square_per_image_in_the_fill_colour():
         expect[cy : cy + 4, cx : cx + 4] = [1, 3, 255]
         np.testing.assert_array_equal(x[i], expect)
     with pytest.raises(ValueError, match="cutout=11 is larger than the 10x10 images"):
-        FT._Augmenter(X, FT.FastTrainConfig(cutout=11), torch.device("cpu"), fill=np.zeros(3))
+        fast_data._Augmenter(
+            X, FT.FastTrainConfig(cutout=11), torch.device("cpu"), fill=np.zeros(3)
+        )
 
 
 def test_predict_tta_levels_are_the_documented_averages():
     model = FastResNet(num_classes=3, widths=TINY, seed=0).double().eval()
     X, _ = blobs(n=5, size=12)
-    levels = FT.predict_tta(model, X, max_tta=2, batch_size=2, amp="none")
+    levels = fast_predict.predict_tta(model, X, max_tta=2, batch_size=2, amp="none")
     x = torch.from_numpy(X).permute(0, 3, 1, 2).double()
     with torch.no_grad():
         f = lambda v: model(v).float()  # noqa: E731
@@ -269,9 +272,11 @@ def test_predict_tta_levels_are_the_documented_averages():
         ]
     for level in range(3):
         np.testing.assert_allclose(levels[level], expect[level].numpy(), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(FT.predict_logits(model, X, tta=1, amp="none"), levels[1])
+    np.testing.assert_array_equal(
+        fast_predict.predict_logits(model, X, tta=1, amp="none"), levels[1]
+    )
     with pytest.raises(ValueError, match="tta must be 0, 1 or 2, got 3"):
-        FT.predict_logits(model, X, tta=3)
+        fast_predict.predict_logits(model, X, tta=3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ then p = max(steps done / steps planned, seconds spent / time_budget) and traini
 p = 1, which fits a run into a deadline on a shared machine (the step count then varies from
 run to run, so such a run is not bit-reproducible; a step-counted one is, on the same machine).
 
-`predict_logits` scores images with test-time augmentation: ``tta=1`` averages the image and
-its mirror; ``tta=2`` adds the two one-pixel diagonal translations (each with its mirror),
-weighted one half for the untranslated pair and one half for the four translated views.
+The optimizer is in `pix2pred.nn_torch.muon`, the images' augmentation in
+`pix2pred.nn_torch.fast_data`, and scoring with test-time augmentation (`predict_logits`) in
+`pix2pred.nn_torch.fast_predict`; this module re-exports their public names.
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ from pix2pred.checkpoint import (
     write_json,
 )
 from pix2pred.nn_torch import distributed as D
+from pix2pred.nn_torch.fast_data import _Augmenter, _channel_stats, _check_data
+from pix2pred.nn_torch.fast_predict import (
+    AMP_MODES,
+    _images,
+    predict_logits,
+    predict_tta,
+    resolve_amp,
+)
+from pix2pred.nn_torch.muon import Muon, newton_schulz
 from pix2pred.nn_torch.resnet import FastResNet, save_model
 
 __all__ = [
@@ -71,12 +80,8 @@ __all__ = [
 ]
 
 FLIP_MODES = ("alternating", "random", "none")
-AMP_MODES = ("auto", "bf16", "none")
 WHITENING_IMAGES = 5000
 STATE_FORMAT = "pix2pred-fast-train-state"
-# Quintic Newton-Schulz coefficients from the Muon optimizer (Keller Jordan, 2024): they push
-# every singular value of the normalised matrix towards 1 in very few iterations.
-_NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
 @dataclass
@@ -220,281 +225,6 @@ def lr_factor(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
-
-
-def newton_schulz(G: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
-    """An approximately orthogonal matrix with the singular vectors of ``G`` ``(M, N)``.
-
-    The quintic iteration ``X ← aX + (bXXᵀ + c(XXᵀ)²)X`` on ``G / ‖G‖`` moves every singular
-    value into roughly [0.7, 1.2] in three steps (not exactly to 1: the coefficients trade
-    precision for speed). Runs in bf16 for float32 input, in the input's dtype for float64.
-    """
-    if G.ndim != 2:
-        raise ValueError(f"newton_schulz takes a matrix, got shape {tuple(G.shape)}")
-    a, b, c = _NS_COEFFS
-    work = torch.float64 if G.dtype == torch.float64 else torch.bfloat16
-    X = G.to(work)
-    X = X / (X.norm() + eps)
-    tall = G.shape[0] > G.shape[1]
-    if tall:
-        X = X.T
-    for _ in range(steps):
-        A = X @ X.T
-        X = a * X + (b * A + c * (A @ A)) @ X
-    if tall:
-        X = X.T
-    return X.to(G.dtype)
-
-
-class Muon(torch.optim.Optimizer):
-    """Momentum SGD whose update is orthogonalised, for conv filters ``(F, C, HH, WW)``.
-
-    Each step: ``buf = momentum · buf + grad``; the update is ``grad + momentum · buf``
-    (Nesterov) or ``buf``, reshaped to ``(F, C·HH·WW)`` and passed through `newton_schulz`;
-    the filters are rescaled to a Frobenius norm of ``sqrt(F)`` and moved by ``lr`` times the
-    update. The rescaling is harmless where batch norm follows the conv (its output does not
-    depend on the filters' scale) and keeps the step's relative size equal to ``lr``.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float,
-        momentum: float = 0.6,
-        nesterov: bool = True,
-        ns_steps: int = 3,
-    ) -> None:
-        if lr < 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum}")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
-        self.ns_steps = ns_steps
-
-    @torch.no_grad()
-    def step(self, closure: None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            m = group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g)
-                buf = state["momentum_buffer"]
-                buf.mul_(m).add_(g)
-                u = g.add(buf, alpha=m) if group["nesterov"] else buf
-                p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-12))
-                update = newton_schulz(u.reshape(len(u), -1), self.ns_steps)
-                p.add_(update.view(p.shape), alpha=-group["lr"])
-
-
-def resolve_amp(amp: str, device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
-    """bf16 for ``amp="bf16"``, or for ``"auto"`` on a float32 model where bf16 is native."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
-    if amp == "none":
-        return None
-    if dtype != torch.float32:
-        if amp == "bf16":
-            raise ValueError(f"amp='bf16' applies to float32 models, this one is {dtype}")
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        try:
-            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            native = False
-        return torch.bfloat16 if native else None
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: uint8 NHWC in, augmented float batches out
-
-
-def _reflect_index(n: int, pad: int) -> torch.Tensor:
-    """Source index of each of ``n + 2·pad`` positions under reflect padding."""
-    i = torch.arange(-pad, n + pad).abs()
-    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
-
-
-def _check_data(X: Any, y: Any, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if X.dtype != np.uint8 or X.ndim != 4:
-        raise ValueError(f"{name} must be uint8 images (N, H, W, C), got {X.dtype} {X.shape}")
-    if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers of shape ({len(X)},), got {y.dtype} {y.shape}")
-    return X, y.astype(np.int64)
-
-
-class _Augmenter:
-    """Reflect-padded images on the device; per-epoch crops and flips from ``(seed, epoch)``."""
-
-    def __init__(
-        self,
-        X: np.ndarray,
-        cfg: FastTrainConfig,
-        device: torch.device,
-        fill: np.ndarray,
-    ) -> None:
-        N, H, W, _ = X.shape
-        t = cfg.translate
-        if t >= min(H, W):
-            raise ValueError(f"translate={t} needs images larger than {t}x{t}, got {H}x{W}")
-        if cfg.cutout > min(H, W):
-            raise ValueError(f"cutout={cfg.cutout} is larger than the {H}x{W} images")
-        self.fill = torch.from_numpy(np.rint(fill).astype(np.uint8)).to(device)  # (C,)
-        x = torch.from_numpy(X)
-        self.padded = x[:, _reflect_index(H, t)][:, :, _reflect_index(W, t)].to(device)
-        self.N, self.H, self.W, self.t = N, H, W, t
-        self.cfg, self.device = cfg, device
-        g = torch.Generator().manual_seed(D.epoch_seed(cfg.seed, 0, stream=2))
-        self.base_flip = torch.rand(N, generator=g) < 0.5
-
-    def start_epoch(self, epoch: int) -> None:
-        g = torch.Generator().manual_seed(D.epoch_seed(self.cfg.seed, epoch, stream=1))
-        shifts = torch.randint(0, 2 * self.t + 1, (self.N, 2), generator=g)
-        if self.cfg.flip == "alternating":
-            flips = self.base_flip ^ bool(epoch % 2)
-        elif self.cfg.flip == "random":
-            flips = torch.rand(self.N, generator=g) < 0.5
-        else:
-            flips = torch.zeros(self.N, dtype=torch.bool)
-        self.shifts, self.flips = shifts.to(self.device), flips.to(self.device)
-        k = self.cfg.cutout
-        corners = torch.stack(
-            [
-                torch.randint(0, self.H - k + 1, (self.N,), generator=g),
-                torch.randint(0, self.W - k + 1, (self.N,), generator=g),
-            ],
-            1,
-        )
-        self.corners = corners.to(self.device)  # (N, 2): top-left of each cutout square
-
-    def batch(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Augmented pixels of images ``idx`` as ``(b, C, H, W)`` in NHWC memory."""
-        idx = idx.to(self.device)
-        rows = self.shifts[idx, 0, None] + torch.arange(self.H, device=self.device)  # (b, H)
-        cols = self.shifts[idx, 1, None] + torch.arange(self.W, device=self.device)  # (b, W)
-        cols = torch.where(self.flips[idx, None], cols.flip(1), cols)
-        x = self.padded[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (b, H, W, C)
-        k = self.cfg.cutout
-        if k:
-            dy = torch.arange(self.H, device=self.device) - self.corners[idx, 0, None]  # (b, H)
-            dx = torch.arange(self.W, device=self.device) - self.corners[idx, 1, None]  # (b, W)
-            inside = ((dy >= 0) & (dy < k))[:, :, None] & ((dx >= 0) & (dx < k))[:, None, :]
-            x = torch.where(inside[..., None], self.fill, x)
-        return x.permute(0, 3, 1, 2).to(dtype)  # (b, C, H, W), channels-last strides
-
-
-def _channel_stats(X: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std ``(C,)`` of uint8 images ``(N, H, W, C)``, in float64 chunks."""
-    total = np.zeros(X.shape[-1])
-    squares = np.zeros(X.shape[-1])
-    for i in range(0, len(X), chunk):
-        part = X[i : i + chunk].reshape(-1, X.shape[-1]).astype(np.float64)
-        total += part.sum(0)
-        squares += np.square(part).sum(0)
-    count = X[..., 0].size
-    mean = total / count
-    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-
-
-def _images(X: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 ``(N, H, W, C)`` → pixels ``(N, C, H, W)`` in NHWC memory on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(X)).to(device).permute(0, 3, 1, 2).to(dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring
-
-
-def _check_images(X: Any) -> np.ndarray:
-    X = np.asarray(X)
-    if X.dtype != np.uint8 or X.ndim != 4:
-        raise ValueError(f"X must be uint8 images (N, H, W, C), got {X.dtype} {X.shape}")
-    return X
-
-
-@torch.no_grad()
-def predict_tta(
-    model: nn.Module,
-    X: np.ndarray,
-    *,
-    max_tta: int = 2,
-    batch_size: int = 1000,
-    amp: str = "auto",
-) -> dict[int, np.ndarray]:
-    """Scores ``(N, K)`` (float32) of uint8 images ``X`` ``(N, H, W, C)`` at every TTA level.
-
-    Returns ``{0: ..., 1: ..., max_tta: ...}``: level 0 the image alone; 1 the mean with its
-    mirror; 2 half that plus a quarter for each one-pixel translation (up-left, down-right,
-    reflect padding) averaged with its mirror. The levels share their forward passes (six for
-    level 2). Runs on the model's device, in eval mode.
-    """
-    if max_tta not in (0, 1, 2):
-        raise ValueError(f"tta must be 0, 1 or 2, got {max_tta!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    X = _check_images(X)
-    p = next(model.parameters())
-    device, dtype = p.device, p.dtype
-    amp_dtype = resolve_amp(amp, device, dtype)
-    was_training = model.training
-    model.eval()
-
-    def scores(x: torch.Tensor) -> torch.Tensor:
-        on = amp_dtype is not None
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=on):
-            return model(x).to(torch.float32)
-
-    def mirrored(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        plain = scores(x)
-        return plain, 0.5 * (plain + scores(x.flip(3)))
-
-    levels: dict[int, list[torch.Tensor]] = {k: [] for k in range(max_tta + 1)}
-    try:
-        for i in range(0, len(X), batch_size):
-            x = _images(X[i : i + batch_size], device, dtype)
-            if max_tta == 0:
-                levels[0].append(scores(x))
-                continue
-            plain, flip = mirrored(x)
-            levels[0].append(plain)
-            levels[1].append(flip)
-            if max_tta == 2:
-                H, W = x.shape[2:]
-                padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-                shifted = mirrored(padded[:, :, :H, :W])[1] + mirrored(padded[:, :, 2:, 2:])[1]
-                levels[2].append(0.5 * flip + 0.25 * shifted)
-    finally:
-        model.train(was_training)
-    K = getattr(model, "num_classes", 0)
-    return {
-        k: torch.cat(v).cpu().numpy() if v else np.zeros((0, K), np.float32)
-        for k, v in levels.items()
-    }
-
-
-def predict_logits(
-    model: nn.Module,
-    X: np.ndarray,
-    *,
-    tta: int = 2,
-    batch_size: int = 1000,
-    amp: str = "auto",
-) -> np.ndarray:
-    """Scores ``(N, K)`` of uint8 images ``X`` ``(N, H, W, C)`` at TTA level ``tta`` (0, 1, 2).
-
-    See `predict_tta` for the levels.
-    """
-    return predict_tta(model, X, max_tta=tta, batch_size=batch_size, amp=amp)[tta]
 
 
 def _distributed_accuracy(
