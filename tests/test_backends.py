@@ -81,6 +81,7 @@ ESTIMATORS = {
     "svm": lambda **kw: LinearSVM(**FAST, **kw),
     "mlp-batchnorm": lambda **kw: MLP(hidden=(12, 8), normalization="batchnorm", **FAST, **kw),
     "convnet": lambda **kw: CNN(spec="4,M|8", augment=None, **FAST, **kw),
+    "simplecnn": lambda **kw: CNN(augment=None, **FAST, **kw),
 }
 
 
@@ -94,8 +95,9 @@ def test_saved_model_loads_in_the_other_backend_with_the_same_predictions(key, b
         est = ESTIMATORS[key](backend=backend, dtype=dtype).fit(X, y)
         path = est.save(tmp_path / f"{key}-{dtype}")
         assert path.with_suffix(".safetensors").is_file()
-        loaded = NeuralClassifier.load(path, backend=other)
+        loaded = type(est).load(path, backend=other)  # e.g. CNN.load(path, backend="torch")
         assert type(loaded) is type(est) and loaded.backend == other
+        assert type(NeuralClassifier.load(path, backend=other)) is type(est)
         expected = est.decision_function(X_new)
         np.testing.assert_allclose(loaded.decision_function(X_new), expected, rtol=rtol, atol=rtol)
         np.testing.assert_array_equal(loaded.predict(X_new), est.predict(X_new))

@@ -361,6 +361,43 @@ def test_resume_after_an_interruption_ends_where_the_uninterrupted_run_ends(tmp_
         FT.train_fast(fresh, X, y, cfg, device="cpu", resume=True)
 
 
+def test_ema_update_moves_float_tensors_and_copies_counters():
+    ema, live = FastResNet(widths=TINY, seed=1), FastResNet(widths=TINY, seed=2)
+    live.groups[0].norms[0].num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    FT._ema_update(ema, live, decay=0.75)
+    for name, value in ema.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.75 * before[name] + 0.25 * live.state_dict()[name]
+            torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(value, live.state_dict()[name])
+    assert int(ema.groups[0].norms[0].num_batches_tracked) == 7
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_train_fast_returns_the_averaged_weights_with_ema(ema, tmp_path):
+    from pix2pred.checkpoint import load_safetensors
+
+    X, y = blobs(n=96)
+    cfg = FT.FastTrainConfig(epochs=2, batch_size=32, ema=ema, amp="none", seed=3)
+    model = FastResNet(num_classes=3, widths=TINY)
+    FT.train_fast(model, X, y, cfg, device="cpu", checkpoint_dir=tmp_path)
+    state = load_safetensors(tmp_path / "state.safetensors")
+    returned = model.state_dict()
+    live = {k: state[f"model.{k}"] for k in returned}
+    if ema is None:
+        assert not any(k.startswith("ema.") for k in state)
+        for k, v in returned.items():
+            assert torch.equal(v.cpu(), torch.as_tensor(live[k]))
+        return
+    averaged = {k: state[f"ema.{k}"] for k in returned}
+    for k, v in returned.items():
+        assert torch.equal(v.cpu(), torch.as_tensor(averaged[k]))
+    w = "groups.1.convs.0.weight"
+    assert not np.allclose(np.asarray(live[w]), np.asarray(averaged[w])), "EMA equals live"
+
+
 def test_train_fast_time_budget_ema_and_small_data_note():
     X, y = blobs(n=40, size=12)
     cfg = FT.FastTrainConfig(epochs=1000, batch_size=64, time_budget=1.5, ema=0.9, amp="none")

@@ -180,6 +180,36 @@ def test_same_trajectory_as_numpy_from_the_same_weights(key, optimizer):
     assert actual.loss_history[-1] < actual.loss_history[0]
 
 
+def test_torch_solver_stops_early_and_restores_the_best_parameters():
+    data = make_data()
+    solver = T.TorchSolver(
+        torch_model("linear-svm"), data, optimizer="sgd", lr=0.0, batch_size=16, epochs=10,
+        early_stopping=2, **QUIET,
+    ).train()  # fmt: skip
+    # lr 0: the accuracy never improves on epoch 1, so epochs 2 and 3 exhaust the patience.
+    assert solver.stopped_early
+    assert len(solver.val_acc_history) == 3 and solver.best_epoch == 1
+
+    snapshots = []
+    solver = T.TorchSolver(
+        torch_model("fcnet-batchnorm", dropout=0.5), make_data(seed=1), optimizer="sgd", lr=1.0,
+        batch_size=8, epochs=6, **QUIET,
+        epoch_callback=lambda s: snapshots.append(state_dict_numpy(s.model)),
+    ).train()  # fmt: skip
+    best = int(np.argmax(solver.val_acc_history))
+    assert solver.best_epoch == best + 1
+    assert best < len(snapshots) - 1, "the test needs a best epoch before the last"
+    for name, value in snapshots[best].items():
+        np.testing.assert_array_equal(state_dict_numpy(solver.model)[name], value)
+
+
+def test_torch_solver_progress_bar_and_verbose_lines(capsys):
+    model = torch_model("linear-svm")
+    T.TorchSolver(model, make_data(), batch_size=16, epochs=2, progress=True, verbose=True).train()
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "val acc" in out
+
+
 def resume_settings(**overrides):
     return {
         "optimizer": "adamw", "lr": 3e-3, "schedule": "cosine", "warmup_epochs": 1,
