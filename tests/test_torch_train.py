@@ -127,6 +127,27 @@ def test_amp_and_channels_last_resolve_per_device(monkeypatch):
     assert T.resolve_channels_last(True, cuda, flat)[0] is False
 
 
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision_step_path_trains(amp_dtype, monkeypatch):
+    """The autocast (and, for fp16, gradient-scaler) step, run on the CPU by forcing the mode
+    that ``resolve_amp`` grants only on CUDA: float32 weights, a falling loss."""
+    monkeypatch.setattr(T, "resolve_amp", lambda amp, device, dtype: (amp_dtype, None))
+    data = make_data(dtype=np.float32)
+    model = torch_model("convnet", dtype=np.float32)
+    solver = T.TorchSolver(
+        model, data, device="cpu", optimizer="adam", lr=1e-2, batch_size=16, epochs=4, **QUIET
+    )
+    assert (solver.scaler is not None) == (amp_dtype == torch.float16)
+    seen = set()
+    model.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    solver.train()
+    assert amp_dtype in seen, f"no forward pass ran under autocast: {seen}"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert np.mean(solver.loss_history[-6:]) < 0.6 * np.mean(solver.loss_history[:6])
+    if solver.scaler is not None:
+        assert solver.scaler.get_scale() > 0
+
+
 def test_cpu_notes_are_printed_when_training_starts(capsys):
     solver = T.TorchSolver(
         torch_model("convnet"), make_data(), device="cpu", amp="bf16", channels_last=True,
