@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import KNeighborsClassifier
 
-from pix2pred import _knn_kernels, knn
+from pix2pred import _knn_kernels, knn_search
 from pix2pred.knn import (
     CrossValidationResult,
     KNearestNeighbors,
@@ -146,7 +146,7 @@ def test_large_k_sorts_instead_of_inserting_with_the_same_order(metric, monkeypa
     rng = np.random.default_rng(14)
     X_train, X_test = images(rng, 90, (2, 2, 3)) // 64, images(rng, 6, (2, 2, 3)) // 64
     want_d, want_i = stable_topk(reference(X_test, X_train, metric), 30)
-    monkeypatch.setattr(knn, "_INSERTION_MAX_K", 10)
+    monkeypatch.setattr(knn_search, "_INSERTION_MAX_K", 10)
     d, i = kneighbors(X_test, X_train, 30, metric, chunk_size=4)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(d, want_d, rtol=1e-14)
@@ -176,7 +176,7 @@ def test_l2_is_exact_where_float32_cannot_tell_neighbours_apart(path):
     for row, s in enumerate(sq_dist):  # s pixels differ by 1: squared distance s
         X_train[row, rng.choice(3072, s, replace=False)] += 1
     if path == "gemm":
-        d, i = knn._l2_kneighbors_gemm(query[None], X_train, 10, chunk=1)
+        d, i = knn_search._l2_kneighbors_gemm(query[None], X_train, 10, chunk=1)
     else:
         d, i = kneighbors(query[None], X_train, 10, "l2")
     np.testing.assert_array_equal(i[0], np.argsort(sq_dist)[:10])
@@ -190,7 +190,7 @@ def test_l2_gemm_path_equals_reference_with_ties(dtype):
     X_train = rng.integers(0, 3, (80, 24)).astype(dtype)
     X_test = rng.integers(0, 3, (9, 24)).astype(dtype)
     want_d, want_i = stable_topk(reference(X_test, X_train, "l2"), 12)
-    d, i = knn._l2_kneighbors_gemm(X_test, X_train, 12, chunk=4)
+    d, i = knn_search._l2_kneighbors_gemm(X_test, X_train, 12, chunk=4)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(d, want_d, rtol=1e-14)
 
