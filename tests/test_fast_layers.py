@@ -436,10 +436,15 @@ def test_batchnorm_rejects_bad_arguments(x, bn_param, message):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_sandwiches_equal_the_reference(layout):
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((3, 2, 8, 6), (4, 2, 3, 3)), ((5, 1, 8, 10), (4, 1, 3, 3))],
+    ids=["channels-last-dx", "nchw-dx"],  # which of conv_backward's dx paths runs
+)
+def test_sandwiches_equal_the_reference(layout, x_shape, w_shape):
     rng = np.random.default_rng(1)
-    x = in_layout(random_away_from_zero(rng, (3, 2, 8, 6)), layout)
-    shapes = [x, (4, 2, 3, 3), (4,)]
+    x = in_layout(random_away_from_zero(rng, x_shape), layout)
+    shapes = [x, w_shape, w_shape[:1]]
     conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool": 2, "stride": 2}
     compare_layers(
         lambda x, w, b: FL.conv_relu_forward(x, w, b, conv_param),
@@ -455,6 +460,18 @@ def test_sandwiches_equal_the_reference(layout):
         L.conv_relu_pool_backward,
         shapes,
     )
+
+
+def test_conv_relu_backward_leaves_dout_alone():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    out, cache = FL.conv_relu_forward(x, w, np.zeros(5, np.float32), {"pad": 1})
+    assert (out == 0).any() and (out > 0).any()
+    dout = in_layout(rng.standard_normal(out.shape).astype(np.float32), "channels_last")
+    before = dout.copy()
+    FL.conv_relu_backward(dout, cache)
+    np.testing.assert_array_equal(dout, before)
 
 
 # ---------------------------------------------------------------- reused buffers

@@ -153,6 +153,12 @@ def affine_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarra
 def conv_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: IntPair = 1, pad: IntPair = 0
 ) -> tuple[np.ndarray, Any]:
+    return _conv_forward(x, w, b, stride, pad, relu=False)
+
+
+def _conv_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: IntPair, pad: IntPair, relu: bool
+) -> tuple[np.ndarray, Any]:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d``) by im2col + GEMM.
 
     Parameters
@@ -170,6 +176,9 @@ def conv_forward(
     cache : for ``conv_backward``: the padded channels-last input (a view of x when x is
         channels-last already and needs no padding), from which backward rebuilds the column
         matrix chunk by chunk
+
+    ``_conv_forward(..., relu=True)`` is ``relu(conv(x))`` with the relu applied to each chunk
+    of the output while it is in cache (for ``conv_relu_forward``).
     """
     stride, pad = _pair(stride, "stride", 1), _pair(pad, "pad", 0)
     _check_ndim(x, 4, "x", "(N, C, H, W)")
@@ -188,7 +197,7 @@ def conv_forward(
     w_cols[:-1] = w.transpose(2, 3, 1, 0).reshape(-1, F)
     w_cols[-1] = b
     xp = I.to_nhwc(x, pad, dtype)  # (N, H + 2 pad_h, W + 2 pad_w, C)
-    out = I.im2col_gemm(xp, w_cols, (HH, WW), stride, out_hw)  # (N * H_out * W_out, F)
+    out = I.im2col_gemm(xp, w_cols, (HH, WW), stride, out_hw, relu)  # (N * H_out * W_out, F)
     return I.nchw(out.reshape(N, *out_hw, F)), (xp, w, x.shape, stride, pad)
 
 
@@ -201,6 +210,14 @@ def conv_backward(
     (see ``im2col.conv_dx_nchw``); it is None when ``need_dx`` is False, which a network's
     first layer can ask for to skip a third of the work.
     """
+    return _conv_backward(dout, cache, need_dx, relu_out=None)
+
+
+def _conv_backward(
+    dout: np.ndarray, cache: Any, need_dx: bool, relu_out: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``conv_backward``; given ``relu_out`` (N, F, H_out, W_out), the output of a relu after
+    the convolution, ``dout`` is the relu's output gradient, masked chunk by chunk in cache."""
     xp, w, x_shape, stride, pad = cache
     N, C, H, W = x_shape
     F, _, HH, WW = w.shape
@@ -216,7 +233,12 @@ def conv_backward(
         dx_nhwc = WS.empty((N, H, W, C), dtype)
         dx_chunk = I.conv_dx_chunk(dx_nhwc, w_rows, kernel, stride, pad, out_hw)
         dx = I.nchw(dx_nhwc)
-    dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk)
+    relu = None
+    if relu_out is not None:
+        relu = (I.to_nhwc(relu_out, dtype=dtype).reshape(-1, F), WS.empty(dout2.shape, dtype))
+    dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk, relu)
+    if relu is not None:
+        dout2 = relu[1]  # the convolution's own output gradient, for conv_dx_nchw
     if nchw_dx:
         dx = I.conv_dx_nchw(dout2, w_rows, x_shape, kernel, stride, pad, out_hw)
     # dw_cols (K + 1, F): kernel rows in (HH, WW, C) order, then the bias gradient
@@ -461,12 +483,17 @@ def conv_relu_forward(
 ) -> tuple[np.ndarray, Any]:
     """``relu(conv(x, w, b, **conv_param))``; ``conv_param`` holds ``stride`` and ``pad``.
 
-    The relu runs in place on the convolution's fresh output, which then serves as the
-    relu's cache (``out > 0`` is ``a > 0``).
+    The relu runs on each chunk of the convolution's output while it is in cache; the output
+    then serves as the relu's cache (``out > 0`` is ``a > 0``).
     """
-    out, conv_cache = conv_forward(x, w, b, **(conv_param or {}))
-    np.maximum(out, 0, out=out)
+    stride, pad = _conv_args(**(conv_param or {}))
+    out, conv_cache = _conv_forward(x, w, b, stride, pad, relu=True)
     return out, (conv_cache, out)
+
+
+def _conv_args(stride: IntPair = 1, pad: IntPair = 0) -> tuple[IntPair, IntPair]:
+    """``conv_param``'s entries, with ``conv_forward``'s defaults and its unknown-key error."""
+    return stride, pad
 
 
 def conv_relu_backward(
@@ -474,9 +501,7 @@ def conv_relu_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of ``conv_relu_forward``: ``dx, dw, db`` (``dx`` None unless ``need_dx``)."""
     conv_cache, out = cache
-    da = I.empty_like_layout(out, out.shape)
-    np.multiply(dout, out > 0, out=da)
-    return conv_backward(da, conv_cache, need_dx=need_dx)
+    return _conv_backward(dout, conv_cache, need_dx, relu_out=out)
 
 
 def conv_relu_pool_forward(

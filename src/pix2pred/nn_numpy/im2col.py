@@ -146,11 +146,13 @@ def im2col_gemm(
     kernel: tuple[int, int],
     stride: tuple[int, int],
     out_hw: tuple[int, int],
+    relu: bool = False,
 ) -> np.ndarray:
     """A convolution's output rows: each chunk's column matrix times the kernel matrix.
 
     A chunk's windows are copied (with the column of ones for the bias) into a buffer that
     stays in cache, where the GEMM reads them; the column matrix is never whole in memory.
+    With ``relu``, each chunk's rows are clipped at 0 while they are still in cache.
 
     Parameters
     ----------
@@ -170,7 +172,10 @@ def im2col_gemm(
 
     def chunk(n0: int, n1: int) -> None:
         cols = _cols(windows, n0, n1, kernel, out_hw)
-        np.matmul(cols, w_cols, out=out[n0 * rows : n1 * rows])
+        part = out[n0 * rows : n1 * rows]
+        np.matmul(cols, w_cols, out=part)
+        if relu:
+            np.maximum(part, 0, out=part)
 
     _each_chunk(N, rows, row_bytes, _GEMM_CHUNK_SCALE, chunk)
     return out
@@ -183,6 +188,7 @@ def conv_dw(
     stride: tuple[int, int],
     out_hw: tuple[int, int],
     dx_chunk: Callable[[int, int, np.ndarray], None] | None = None,
+    relu: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """``cols.T @ dout2``, the filter gradient, with each chunk's column matrix rebuilt.
 
@@ -198,6 +204,10 @@ def conv_dw(
     kernel, stride, out_hw : as ``im2col_gemm``
     dx_chunk : optional ``f(n0, n1, dout_rows)``, run on the same chunks right after their
         filter gradient, while their output gradient is still in cache
+    relu : optional ``(relu_out, da)``, both (N * H_out * W_out, F), when a relu followed the
+        convolution: ``dout2`` is then the relu's output gradient, and each chunk of it is first
+        masked where ``relu_out`` is not positive into ``da`` (in cache), which the chunk's
+        GEMMs then read; ``da`` ends up holding the convolution's output gradient
 
     Returns
     -------
@@ -212,6 +222,11 @@ def conv_dw(
         for n0, n1 in chunks(b - a, rows, K1 * xp.itemsize, _GEMM_CHUNK_SCALE):
             n0, n1 = a + n0, a + n1
             d = dout2[n0 * rows : n1 * rows]
+            if relu is not None:
+                relu_out, da = relu
+                d = np.multiply(
+                    d, relu_out[n0 * rows : n1 * rows] > 0, out=da[n0 * rows : n1 * rows]
+                )
             total += _cols(windows, n0, n1, kernel, out_hw).T @ d
             if dx_chunk is not None:
                 dx_chunk(n0, n1, d)
