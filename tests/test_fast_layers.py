@@ -260,6 +260,24 @@ def test_max_pool_sends_gradient_to_the_first_nan_like_torch():
     np.testing.assert_array_equal(FL.max_pool_backward(np.ones_like(out), cache), t.grad.numpy())
 
 
+@pytest.mark.parametrize("x_layout", LAYOUTS)
+@pytest.mark.parametrize("dout_layout", LAYOUTS)
+@pytest.mark.parametrize(("pool", "stride"), [(2, 2), (3, 2)])
+def test_pool_backward_takes_dout_in_any_memory_order(x_layout, dout_layout, pool, stride):
+    """A gradient back through a flatten is NCHW while the pooled input may be channels-last."""
+    rng = np.random.default_rng(3)
+    x = random_distinct(rng, (3, 4, 9, 8))
+    for fwd, bwd, ref_fwd, ref_bwd in [
+        (FL.max_pool_forward, FL.max_pool_backward, L.max_pool_forward, L.max_pool_backward),
+        (FL.avg_pool_forward, FL.avg_pool_backward, L.avg_pool_forward, L.avg_pool_backward),
+    ]:
+        out, cache = fwd(in_layout(x, x_layout), pool, stride)
+        dout = rng.standard_normal(out.shape)
+        _, ref_cache = ref_fwd(x, pool, stride)
+        expected = ref_bwd(dout, ref_cache)
+        np.testing.assert_allclose(bwd(in_layout(dout, dout_layout), cache), expected, rtol=1e-12)
+
+
 @settings(max_examples=30, deadline=None)
 @given(case=pool_cases(), layout=st.sampled_from(LAYOUTS), seed=seeds)
 def test_avg_pool_matches_torch_and_the_reference(case, layout, seed):

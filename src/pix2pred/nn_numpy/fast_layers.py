@@ -287,6 +287,26 @@ def _pool_dx(
     return dx, False
 
 
+def _like(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``a`` in ``ref``'s memory order: a copy only when the two differ.
+
+    A gradient that comes back through a flatten is NCHW-contiguous while the pooling's own
+    arrays may be channels-last; elementwise passes over mixed orders run several times slower
+    than one copy and passes over matching ones.
+    """
+
+    def order(b: np.ndarray) -> str:
+        if b.flags.c_contiguous:
+            return "nchw"
+        return "nhwc" if I.is_channels_last(b) else "strided"
+
+    if order(a) == order(ref) != "strided":
+        return a
+    out = I.empty_like_layout(ref, a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 def _pool_parallel(fn: Callable[[slice], None], x: np.ndarray) -> None:
     """Run ``fn`` on cache-sized slices of the batch, the slices shared among threads.
 
@@ -340,6 +360,7 @@ def max_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     """
     x, out, pool, stride = cache
     out_hw = out.shape[2:]
+    dout = _like(dout, out)
     dx, add = _pool_dx(x, pool, stride, out_hw)
     hit_all = I.empty_like_layout(out, out.shape, np.bool_)
     free_all = I.empty_like_layout(out, out.shape, np.bool_)
@@ -400,7 +421,8 @@ def avg_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     x, pool, stride = cache
     out_hw = dout.shape[2:]
     dx, add = _pool_dx(x, pool, stride, out_hw)
-    share = dout * dout.dtype.type(1 / (pool[0] * pool[1]))
+    share = I.empty_like_layout(dx, dout.shape, dout.dtype)  # in dx's memory order
+    np.multiply(dout, dout.dtype.type(1 / (pool[0] * pool[1])), out=share)
 
     def chunk(s: slice) -> None:
         for dx_view in _window_offsets(dx[s], pool, stride, out_hw):
