@@ -75,6 +75,17 @@ def test_channel_norm():
     assert np.all(ChannelNorm().fit_transform(const) == 0)
 
 
+def test_channel_statistics_in_chunks_equal_numpy_float64():
+    from pix2pred.data.preprocess import _channel_mean_std
+
+    rng = np.random.default_rng(0)
+    X = (1e3 + rng.standard_normal((50, 5, 4, 3)) * [1.0, 1e-2, 30.0]).astype(np.float32)
+    mean, std = _channel_mean_std(X, chunk=7)  # chunks that do not divide 50
+    X64 = X.astype(np.float64)
+    np.testing.assert_allclose(mean, X64.mean(axis=(0, 1, 2)), rtol=1e-14)
+    np.testing.assert_allclose(std, X64.std(axis=(0, 1, 2)), rtol=1e-10)
+
+
 @pytest.mark.parametrize("cls", [PCAWhitening, ZCAWhitening])
 def test_whitened_training_data_has_identity_covariance(cls):
     X_tr = _images(500, 0)

@@ -181,13 +181,33 @@ class ChannelNorm(Preprocessor):
     _state_arrays = ("mean", "std")
 
     def _fit(self, X: np.ndarray) -> None:
-        mean = X.mean(axis=(0, 1, 2), dtype=np.float64)
-        std = X.std(axis=(0, 1, 2), dtype=np.float64)
+        mean, std = _channel_mean_std(X)
         self.mean_ = mean.astype(np.float32)
         self.std_ = np.where(std > 0, std, 1.0).astype(np.float32)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return _relayout((X - self.mean_) / self.std_, self.layout)
+
+
+def _channel_mean_std(X: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (biased) standard deviation (C,) of ``X`` (N, H, W, C), float64.
+
+    Two passes over chunks of images, each in float64: the mean, then the squared deviations
+    from it. ``X.std`` would build a float64 copy of all of ``X`` (1.2 GB for CIFAR-10) and
+    take three times as long.
+    """
+    C = X.shape[-1]
+    count = X[..., 0].size
+    total = np.zeros(C)
+    for i in range(0, len(X), chunk):
+        total += X[i : i + chunk].reshape(-1, C).astype(np.float64).sum(axis=0)
+    mean = total / count
+    squares = np.zeros(C)
+    for i in range(0, len(X), chunk):
+        d = X[i : i + chunk].reshape(-1, C).astype(np.float64)
+        d -= mean
+        squares += np.einsum("ij,ij->j", d, d)
+    return mean, np.sqrt(squares / count)
 
 
 class _Whitening(Preprocessor):
