@@ -75,6 +75,16 @@ def test_channel_norm():
     assert np.all(ChannelNorm().fit_transform(const) == 0)
 
 
+@pytest.mark.parametrize("name", ["none", "mean_image", "channel"])
+def test_transform_leaves_float32_input_alone(name):
+    X = _images(20, 0).astype(np.float32) / 255
+    before = X.copy()
+    p = make_preprocessor(name, layout="nhwc").fit(X)
+    out = p.transform(X)
+    np.testing.assert_array_equal(X, before)
+    assert not np.shares_memory(out, X)
+
+
 def test_channel_statistics_in_chunks_equal_numpy_float64():
     from pix2pred.data.preprocess import _channel_mean_std
 

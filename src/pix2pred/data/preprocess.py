@@ -115,9 +115,13 @@ class Preprocessor:
             raise ValueError(
                 f"images of shape {X.shape[1:]} do not match the fitted shape {self.image_shape_}"
             )
-        return self._transform(to_float(X, "nhwc"))
+        Xf = to_float(X, "nhwc")
+        if np.shares_memory(Xf, X):  # float32 input: _transform works in place on its own copy
+            Xf = Xf.copy()
+        return self._transform(Xf)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
+        """``X`` (N, H, W, C) float32, this call's own array (free to change in place)."""
         return _relayout(X, self.layout)
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
@@ -168,7 +172,8 @@ class MeanImage(Preprocessor):
         self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        return _relayout(X - self.mean_, self.layout)
+        X -= self.mean_
+        return _relayout(X, self.layout)
 
 
 class ChannelNorm(Preprocessor):
@@ -186,7 +191,9 @@ class ChannelNorm(Preprocessor):
         self.std_ = np.where(std > 0, std, 1.0).astype(np.float32)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        return _relayout((X - self.mean_) / self.std_, self.layout)
+        X -= self.mean_
+        X /= self.std_
+        return _relayout(X, self.layout)
 
 
 def _channel_mean_std(X: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
