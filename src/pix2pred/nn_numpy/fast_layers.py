@@ -153,12 +153,6 @@ def affine_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarra
 def conv_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: IntPair = 1, pad: IntPair = 0
 ) -> tuple[np.ndarray, Any]:
-    return _conv_forward(x, w, b, stride, pad, relu=False)
-
-
-def _conv_forward(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: IntPair, pad: IntPair, relu: bool
-) -> tuple[np.ndarray, Any]:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d``) by im2col + GEMM.
 
     Parameters
@@ -176,10 +170,15 @@ def _conv_forward(
     cache : for ``conv_backward``: the padded channels-last input (a view of x when x is
         channels-last already and needs no padding), from which backward rebuilds the column
         matrix chunk by chunk
-
-    ``_conv_forward(..., relu=True)`` is ``relu(conv(x))`` with the relu applied to each chunk
-    of the output while it is in cache (for ``conv_relu_forward``).
     """
+    return _conv_forward(x, w, b, stride, pad, relu=False)
+
+
+def _conv_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: IntPair, pad: IntPair, relu: bool
+) -> tuple[np.ndarray, Any]:
+    """``conv_forward``, and with ``relu`` the relu applied to each chunk of the output
+    while it is in cache (for ``conv_relu_forward``)."""
     stride, pad = _pair(stride, "stride", 1), _pair(pad, "pad", 0)
     _check_ndim(x, 4, "x", "(N, C, H, W)")
     _check_ndim(w, 4, "w", "(F, C, HH, WW)")
