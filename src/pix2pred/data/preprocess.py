@@ -116,7 +116,7 @@ class Preprocessor:
                 f"images of shape {X.shape[1:]} do not match the fitted shape {self.image_shape_}"
             )
         Xf = to_float(X, "nhwc")
-        if np.shares_memory(Xf, X):  # float32 input: _transform works in place on its own copy
+        if np.may_share_memory(Xf, X):  # float32 input: _transform works in place on its own copy
             Xf = Xf.copy()
         return self._transform(Xf)
 
