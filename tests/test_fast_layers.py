@@ -459,11 +459,17 @@ def test_batchnorm_rejects_bad_arguments(x, bn_param, message):
     [((3, 2, 8, 6), (4, 2, 3, 3)), ((5, 1, 8, 10), (4, 1, 3, 3))],
     ids=["channels-last-dx", "nchw-dx"],  # which of conv_backward's dx paths runs
 )
-def test_sandwiches_equal_the_reference(layout, x_shape, w_shape):
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["default-chunks", "chunk-per-sample"])
+def test_sandwiches_equal_the_reference(layout, x_shape, w_shape, chunk_bytes):
     rng = np.random.default_rng(1)
     x = in_layout(random_away_from_zero(rng, x_shape), layout)
     shapes = [x, w_shape, w_shape[:1]]
     conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool": 2, "stride": 2}
+    with chunk_size(chunk_bytes or WS.CHUNK_BYTES):  # 1: several chunks on every thread
+        _compare_sandwiches(shapes, conv_param, pool_param)
+
+
+def _compare_sandwiches(shapes, conv_param, pool_param):
     compare_layers(
         lambda x, w, b: FL.conv_relu_forward(x, w, b, conv_param),
         FL.conv_relu_backward,
@@ -478,6 +484,15 @@ def test_sandwiches_equal_the_reference(layout, x_shape, w_shape):
         L.conv_relu_pool_backward,
         shapes,
     )
+
+
+def test_conv_relu_rejects_an_unknown_conv_param_as_the_reference_does():
+    x, w, b = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1)
+    for module in (FL, L):
+        with pytest.raises(
+            TypeError, match="conv_forward\\(\\) got an unexpected keyword argument 'padding'"
+        ):
+            module.conv_relu_forward(x, w, b, {"padding": 1})
 
 
 def test_conv_relu_backward_leaves_dout_alone():

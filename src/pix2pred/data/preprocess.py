@@ -86,6 +86,7 @@ class Preprocessor:
 
     name: ClassVar[str] = ""
     _state_arrays: ClassVar[tuple[str, ...]] = ()
+    _in_place: ClassVar[bool] = False  # whether _transform changes its argument
 
     def __init__(self, layout: str = "nchw") -> None:
         self.layout = layout
@@ -116,12 +117,13 @@ class Preprocessor:
                 f"images of shape {X.shape[1:]} do not match the fitted shape {self.image_shape_}"
             )
         Xf = to_float(X, "nhwc")
-        if np.may_share_memory(Xf, X):  # float32 input: _transform works in place on its own copy
+        if self._in_place and np.may_share_memory(Xf, X):  # float32 input: work on a copy
             Xf = Xf.copy()
-        return self._transform(Xf)
+        out = self._transform(Xf)
+        return out.copy() if np.may_share_memory(out, X) else out  # never the caller's array
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        """``X`` (N, H, W, C) float32, this call's own array (free to change in place)."""
+        """``X`` (N, H, W, C) float32; this call's own array where ``_in_place`` is set."""
         return _relayout(X, self.layout)
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
@@ -167,6 +169,7 @@ class MeanImage(Preprocessor):
 
     name = "mean_image"
     _state_arrays = ("mean",)
+    _in_place = True
 
     def _fit(self, X: np.ndarray) -> None:
         self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -184,6 +187,7 @@ class ChannelNorm(Preprocessor):
 
     name = "channel"
     _state_arrays = ("mean", "std")
+    _in_place = True
 
     def _fit(self, X: np.ndarray) -> None:
         mean, std = _channel_mean_std(X)

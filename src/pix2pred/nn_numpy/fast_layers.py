@@ -234,10 +234,12 @@ def _conv_backward(
         dx = I.nchw(dx_nhwc)
     relu = None
     if relu_out is not None:
-        relu = (I.to_nhwc(relu_out, dtype=dtype).reshape(-1, F), WS.empty(dout2.shape, dtype))
+        # conv_dx_nchw reads the masked gradient whole, afterwards; otherwise a chunk's will do.
+        da = WS.empty(dout2.shape, dtype) if nchw_dx else None
+        relu = (I.to_nhwc(relu_out, dtype=dtype).reshape(-1, F), da)
     dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk, relu)
-    if relu is not None:
-        dout2 = relu[1]  # the convolution's own output gradient, for conv_dx_nchw
+    if nchw_dx and relu is not None:
+        dout2 = relu[1]  # the convolution's own output gradient
     if nchw_dx:
         dx = I.conv_dx_nchw(dout2, w_rows, x_shape, kernel, stride, pad, out_hw)
     # dw_cols (K + 1, F): kernel rows in (HH, WW, C) order, then the bias gradient
@@ -507,14 +509,17 @@ def conv_relu_forward(
     The relu runs on each chunk of the convolution's output while it is in cache; the output
     then serves as the relu's cache (``out > 0`` is ``a > 0``).
     """
-    stride, pad = _conv_args(**(conv_param or {}))
+    stride, pad = _conv_args(conv_param or {})
     out, conv_cache = _conv_forward(x, w, b, stride, pad, relu=True)
     return out, (conv_cache, out)
 
 
-def _conv_args(stride: IntPair = 1, pad: IntPair = 0) -> tuple[IntPair, IntPair]:
-    """``conv_param``'s entries, with ``conv_forward``'s defaults and its unknown-key error."""
-    return stride, pad
+def _conv_args(conv_param: dict[str, Any]) -> tuple[IntPair, IntPair]:
+    """``conv_param``'s stride and pad, with ``conv_forward``'s defaults and unknown-key error."""
+    for key in conv_param:
+        if key not in ("stride", "pad"):
+            raise TypeError(f"conv_forward() got an unexpected keyword argument {key!r}")
+    return conv_param.get("stride", 1), conv_param.get("pad", 0)
 
 
 def conv_relu_backward(

@@ -204,10 +204,11 @@ def conv_dw(
     kernel, stride, out_hw : as ``im2col_gemm``
     dx_chunk : optional ``f(n0, n1, dout_rows)``, run on the same chunks right after their
         filter gradient, while their output gradient is still in cache
-    relu : optional ``(relu_out, da)``, both (N * H_out * W_out, F), when a relu followed the
-        convolution: ``dout2`` is then the relu's output gradient, and each chunk of it is first
-        masked where ``relu_out`` is not positive into ``da`` (in cache), which the chunk's
-        GEMMs then read; ``da`` ends up holding the convolution's output gradient
+    relu : optional ``(relu_out, da)`` when a relu followed the convolution: ``dout2`` is then
+        the relu's output gradient, and each chunk of it is first masked where ``relu_out``
+        (N * H_out * W_out, F) is not positive, in cache, for the chunk's GEMMs. ``da``, like
+        ``relu_out`` or None, receives the masked chunks (the convolution's output gradient)
+        for a caller that needs it whole; with None each chunk gets a scratch buffer
 
     Returns
     -------
@@ -224,9 +225,8 @@ def conv_dw(
             d = dout2[n0 * rows : n1 * rows]
             if relu is not None:
                 relu_out, da = relu
-                d = np.multiply(
-                    d, relu_out[n0 * rows : n1 * rows] > 0, out=da[n0 * rows : n1 * rows]
-                )
+                masked = empty(d.shape, d.dtype) if da is None else da[n0 * rows : n1 * rows]
+                d = np.multiply(d, relu_out[n0 * rows : n1 * rows] > 0, out=masked)
             total += _cols(windows, n0, n1, kernel, out_hw).T @ d
             if dx_chunk is not None:
                 dx_chunk(n0, n1, d)
