@@ -238,10 +238,9 @@ def _conv_backward(
         da = WS.empty(dout2.shape, dtype) if nchw_dx else None
         relu = (I.to_nhwc(relu_out, dtype=dtype).reshape(-1, F), da)
     dw_cols = I.conv_dw(xp, dout2, kernel, stride, out_hw, dx_chunk, relu)
-    if nchw_dx and relu is not None:
-        dout2 = relu[1]  # the convolution's own output gradient
     if nchw_dx:
-        dx = I.conv_dx_nchw(dout2, w_rows, x_shape, kernel, stride, pad, out_hw)
+        d_conv = dout2 if relu is None else relu[1]  # the convolution's own output gradient
+        dx = I.conv_dx_nchw(d_conv, w_rows, x_shape, kernel, stride, pad, out_hw)
     # dw_cols (K + 1, F): kernel rows in (HH, WW, C) order, then the bias gradient
     dw = np.ascontiguousarray(dw_cols[:-1].reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
     return dx, dw, dw_cols[-1].copy()
@@ -289,23 +288,16 @@ def _pool_dx(
 
 
 def _like(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``a`` in ``ref``'s memory order: a copy only when the two differ.
+    """``a`` in ``ref``'s memory order (as ``im2col.empty_like_layout`` chooses it): a copy
+    only when the two differ.
 
     A gradient that comes back through a flatten is NCHW-contiguous while the pooling's own
     arrays may be channels-last; elementwise passes over mixed orders run several times slower
     than one copy and passes over matching ones.
     """
-
-    def order(b: np.ndarray) -> str:
-        if b.flags.c_contiguous:
-            return "nchw"
-        return "nhwc" if I.is_channels_last(b) else "strided"
-
-    if order(a) == order(ref) != "strided":
-        return a
-    out = I.empty_like_layout(ref, a.shape, a.dtype)
-    np.copyto(out, a)
-    return out
+    if I.is_channels_last(ref) and not ref.flags.c_contiguous:
+        return I.nchw(I.to_nhwc(a))
+    return np.ascontiguousarray(a)
 
 
 def _pool_parallel(fn: Callable[[slice], None], x: np.ndarray) -> None:

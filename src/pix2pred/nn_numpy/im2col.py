@@ -188,7 +188,7 @@ def conv_dw(
     stride: tuple[int, int],
     out_hw: tuple[int, int],
     dx_chunk: Callable[[int, int, np.ndarray], None] | None = None,
-    relu: tuple[np.ndarray, np.ndarray] | None = None,
+    relu: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """``cols.T @ dout2``, the filter gradient, with each chunk's column matrix rebuilt.
 

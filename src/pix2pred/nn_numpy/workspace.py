@@ -200,7 +200,7 @@ def blas_one_thread() -> Iterator[None]:
     next call after a many-thread GEMM) on a core that this module's threads need.
     """
     global _blas_controller
-    if _threads <= 1:
+    if _threads <= 1 or _blas_held.get():  # nothing to do, or already held by the caller
         yield
         return
     if _blas_controller is None:

@@ -24,11 +24,16 @@ def _reflect_index(n: int, pad: int) -> torch.Tensor:
     return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
-def _check_data(X: Any, y: Any, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
+def _check_images(X: Any, name: str = "X") -> np.ndarray:
     X = np.asarray(X)
-    y = np.asarray(y)
     if X.dtype != np.uint8 or X.ndim != 4:
         raise ValueError(f"{name} must be uint8 images (N, H, W, C), got {X.dtype} {X.shape}")
+    return X
+
+
+def _check_data(X: Any, y: Any, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
+    X = _check_images(X, name)
+    y = np.asarray(y)
     if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape ({len(X)},), got {y.dtype} {y.shape}")
     return X, y.astype(np.int64)

@@ -7,12 +7,12 @@ one half for the four translated views.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pix2pred.nn_torch.fast_data import _check_images
 
 __all__ = ["AMP_MODES", "predict_logits", "predict_tta", "resolve_amp"]
 
@@ -45,13 +45,6 @@ def resolve_amp(amp: str, device: torch.device, dtype: torch.dtype) -> torch.dty
 def _images(X: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """uint8 ``(N, H, W, C)`` → pixels ``(N, C, H, W)`` in NHWC memory on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(X)).to(device).permute(0, 3, 1, 2).to(dtype)
-
-
-def _check_images(X: Any) -> np.ndarray:
-    X = np.asarray(X)
-    if X.dtype != np.uint8 or X.ndim != 4:
-        raise ValueError(f"X must be uint8 images (N, H, W, C), got {X.dtype} {X.shape}")
-    return X
 
 
 @torch.no_grad()
