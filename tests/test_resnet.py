@@ -482,14 +482,6 @@ def test_cli_train_resnet_writes_a_run_folder(tmp_path):
     assert not (tmp_path / "y").exists()
 
 
-def test_channel_stats_match_numpy_over_chunks():
-    X, _ = blobs(n=50, size=6)
-    mean, std = FT._channel_stats(X, chunk=7)
-    pix = X.reshape(-1, 3).astype(np.float64)
-    np.testing.assert_allclose(mean, pix.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(std, pix.std(0), rtol=1e-9)
-
-
 def test_cli_resume_reads_the_run_config_and_state(tmp_path):
     app = typer.Typer()
     train_app = typer.Typer()

@@ -190,7 +190,7 @@ class ChannelNorm(Preprocessor):
     _in_place = True
 
     def _fit(self, X: np.ndarray) -> None:
-        mean, std = _channel_mean_std(X)
+        mean, std = channel_mean_std(X)
         self.mean_ = mean.astype(np.float32)
         self.std_ = np.where(std > 0, std, 1.0).astype(np.float32)
 
@@ -200,8 +200,10 @@ class ChannelNorm(Preprocessor):
         return _relayout(X, self.layout)
 
 
-def _channel_mean_std(X: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (biased) standard deviation (C,) of ``X`` (N, H, W, C), float64.
+def channel_mean_std(X: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (biased) standard deviation (C,) of images ``X`` (N, H, W, C), float64.
+
+    Any dtype (uint8 or float); ChannelNorm and the fast resnet's input normalisation share it.
 
     Two passes over chunks of images, each in float64: the mean, then the squared deviations
     from it. ``X.std`` would build a float64 copy of all of ``X`` (1.2 GB for CIFAR-10) and

@@ -97,16 +97,3 @@ class _Augmenter:
             inside = ((dy >= 0) & (dy < k))[:, :, None] & ((dx >= 0) & (dx < k))[:, None, :]
             x = torch.where(inside[..., None], self.fill, x)
         return x.permute(0, 3, 1, 2).to(dtype)  # (b, C, H, W), channels-last strides
-
-
-def _channel_stats(X: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std ``(C,)`` of uint8 images ``(N, H, W, C)``, in float64 chunks."""
-    total = np.zeros(X.shape[-1])
-    squares = np.zeros(X.shape[-1])
-    for i in range(0, len(X), chunk):
-        part = X[i : i + chunk].reshape(-1, X.shape[-1]).astype(np.float64)
-        total += part.sum(0)
-        squares += np.square(part).sum(0)
-    count = X[..., 0].size
-    mean = total / count
-    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))

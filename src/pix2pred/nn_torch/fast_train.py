@@ -54,8 +54,9 @@ from pix2pred.checkpoint import (
     save_safetensors,
     write_json,
 )
+from pix2pred.data.preprocess import channel_mean_std
 from pix2pred.nn_torch import distributed as D
-from pix2pred.nn_torch.fast_data import _Augmenter, _channel_stats, _check_data
+from pix2pred.nn_torch.fast_data import _Augmenter, _check_data
 from pix2pred.nn_torch.fast_predict import (
     AMP_MODES,
     _images,
@@ -416,7 +417,7 @@ def train_fast(
     steps_per_epoch = len(sampler)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
-    mean, std = _channel_stats(X)
+    mean, std = channel_mean_std(X)
     if isinstance(model, FastResNet):
         model.set_input_stats(mean, np.maximum(std, 1e-3))
         rng = np.random.default_rng(cfg.seed)
