@@ -17,9 +17,7 @@ import io
 import json
 import numbers
 import os
-import tarfile
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,14 @@ import numpy as np
 from PIL import Image
 
 from pix2pred.checkpoint import load_arrays, read_json, save_arrays, write_json
+from pix2pred.data.sources import (
+    IMAGE_EXTENSIONS,
+    DirSource,
+    Progress,
+    file_sha256,
+    open_source,
+    source_kind,
+)
 from pix2pred.data.split import split_indices
 
 __all__ = [
@@ -41,13 +47,8 @@ __all__ = [
     "resize_images",
 ]
 
-IMAGE_EXTENSIONS = frozenset(
-    ".bmp .gif .jpeg .jpg .png .pbm .pgm .pnm .ppm .tif .tiff .webp".split()
-)
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-_CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -104,167 +105,6 @@ def resize_images(X: np.ndarray, image_size: int | tuple[int, int]) -> np.ndarra
         img = Image.fromarray(x[..., 0] if x.shape[2] == 1 else x)
         out[i] = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR)).reshape(h, w, -1)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources: a directory, a zip or a tarball, each listing member names and reading their bytes.
-
-
-def _is_image_name(name: str) -> bool:
-    """True for an image file outside hidden folders and ``__MACOSX``; ``name`` is normalised."""
-    parts = name.split("/")
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return False
-    dot = parts[-1].rfind(".")
-    return dot > 0 and parts[-1][dot:].lower() in IMAGE_EXTENSIONS
-
-
-def _norm(name: str) -> str:
-    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
-
-
-class _DirSource:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.names: list[str] = []
-        self._stats: list[tuple[str, int, int]] = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
-            rel = Path(dirpath).relative_to(root).as_posix()
-            for f in sorted(filenames):
-                name = _norm(f"{rel}/{f}")
-                if _is_image_name(name):
-                    st = os.stat(Path(dirpath) / f)
-                    self.names.append(name)
-                    self._stats.append((name, st.st_size, st.st_mtime_ns))
-
-    def content_hash(self) -> str:
-        h = hashlib.sha256(b"dir\n")
-        for name, size, mtime in self._stats:
-            h.update(f"{name}\0{size}\0{mtime}\n".encode())
-        return h.hexdigest()
-
-    def label(self, name: str) -> str:
-        return str(self.root / name)
-
-    def read(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
-
-    def close(self) -> None:
-        pass
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class _ZipSource:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise ValueError(f"{path}: not a readable zip archive ({e})") from None
-        self._members = {}
-        for info in self._zip.infolist():
-            name = _norm(info.filename)
-            if not info.is_dir() and _is_image_name(name):
-                self._members[name] = info
-        self.names = sorted(self._members)
-
-    def content_hash(self) -> str:
-        return _file_sha256(self.path)
-
-    def label(self, name: str) -> str:
-        return f"{self.path}:{self._members[name].filename}"
-
-    def read(self, name: str) -> bytes:
-        return self._zip.read(self._members[name])
-
-    def close(self) -> None:
-        self._zip.close()
-
-
-class _TarSource:
-    """A tarball read in one streaming pass (compressed tars do not seek cheaply)."""
-
-    def __init__(self, path: Path, progress: _Progress) -> None:
-        self.path = path
-        self._data: dict[str, tuple[str, bytes]] = {}
-        try:
-            with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-                task = progress.add(f"reading {path.name}", path.stat().st_size)
-                for member in tar:
-                    name = _norm(member.name)
-                    if member.isfile() and _is_image_name(name):
-                        f = tar.extractfile(member)
-                        assert f is not None
-                        self._data[name] = (member.name, f.read())
-                        progress.update(task, raw.tell())
-                progress.update(task, path.stat().st_size)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise ValueError(f"{path}: not a readable tar archive ({e})") from None
-        self.names = sorted(self._data)
-
-    def content_hash(self) -> str:
-        return _file_sha256(self.path)
-
-    def label(self, name: str) -> str:
-        return f"{self.path}:{self._data[name][0]}"
-
-    def read(self, name: str) -> bytes:
-        return self._data[name][1]
-
-    def close(self) -> None:
-        self._data.clear()
-
-
-def _source_kind(root: Path) -> str:
-    if root.is_dir():
-        return "dir"
-    if not root.is_file():
-        raise FileNotFoundError(f"{root}: no such directory or archive")
-    lower = root.name.lower()
-    if lower.endswith(".zip"):
-        return "zip"
-    if lower.endswith(_ARCHIVE_SUFFIXES):
-        return "tar"
-    raise ValueError(
-        f"{root}: unsupported file type; give a directory or an archive ending in "
-        f"{', '.join(_ARCHIVE_SUFFIXES)}"
-    )
-
-
-class _Progress:
-    """A rich progress display on stderr with several tasks, or a no-op."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._bar = Progress(console=Console(stderr=True), transient=True)
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def add(self, description: str, total: int) -> int:
-        return self._bar.add_task(description, total=total) if self._bar is not None else 0
-
-    def update(self, task: int, completed: int) -> None:
-        if self._bar is not None:
-            self._bar.update(task, completed=completed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,16 +224,8 @@ def _stack(images: list[tuple[str, np.ndarray]], hw: tuple[int, int], C: int) ->
     return X
 
 
-def _open_source(root: Path, kind: str, progress: _Progress) -> Any:
-    if kind == "dir":
-        return _DirSource(root)
-    if kind == "zip":
-        return _ZipSource(root)
-    return _TarSource(root, progress)
-
-
 def _decode_source(
-    src: Any, root: Path, hw: tuple[int, int] | None, bar: _Progress, skip_corrupt: bool
+    src: Any, root: Path, hw: tuple[int, int] | None, bar: Progress, skip_corrupt: bool
 ) -> FolderImages:
     layout, groups, ignored = _assign(src.names, root)
     classes = sorted({c for members in groups.values() for _, c in members})
@@ -468,9 +300,9 @@ def decode_folder(
     """
     root = Path(root)
     hw = parse_image_size(image_size)
-    kind = _source_kind(root)
-    with _Progress(progress) as bar:
-        src = _open_source(root, kind, bar)
+    kind = source_kind(root)
+    with Progress(progress) as bar:
+        src = open_source(root, kind, bar)
         try:
             return _decode_source(src, root, hw, bar, skip_corrupt)
         finally:
@@ -569,11 +401,11 @@ def load_folder_cached(
     """
     root = Path(root)
     hw = parse_image_size(image_size)
-    kind = _source_kind(root)
+    kind = source_kind(root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    with _Progress(progress) as bar:
-        src = _DirSource(root) if kind == "dir" else None
-        content = src.content_hash() if src is not None else _file_sha256(root)
+    with Progress(progress) as bar:
+        src = DirSource(root) if kind == "dir" else None
+        content = src.content_hash() if src is not None else file_sha256(root)
         key = _cache_key(content, hw, skip_corrupt)
         npz, meta = cache / f"folder-{key[:32]}.npz", cache / f"folder-{key[:32]}.json"
         data = _read_cache(npz, meta, key)
@@ -585,7 +417,7 @@ def load_folder_cached(
                 )
             data.info.update(cache=str(npz), from_cache=True)
             return data
-        src = src or _open_source(root, kind, bar)
+        src = src or open_source(root, kind, bar)
         try:
             data = _decode_source(src, root, hw, bar, skip_corrupt)
         finally:
