@@ -15,7 +15,29 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pix2pred.cli_options import ImageSizeOpt, NTestOpt, NTrainOpt, OutOpt, RootOpt, console, out
+from pix2pred.cli_options import (
+    BatchOpt,
+    ConfigOpt,
+    DeviceOpt,
+    DropoutOpt,
+    DtypeOpt,
+    HiddenOpt,
+    ImageSizeOpt,
+    InitOpt,
+    ModelDatasetOpt,
+    MomentumOpt,
+    NormOpt,
+    NTestOpt,
+    NTrainOpt,
+    OptimizerOpt,
+    OutOpt,
+    PreOpt,
+    RootOpt,
+    SpecOpt,
+    WeightDecayOpt,
+    console,
+    out,
+)
 from pix2pred.cli_train import KINDS, _estimator_class, resolve_config
 from pix2pred.cli_train import _report as write_report
 
@@ -117,37 +139,27 @@ def diagnose_run(
 
 def diagnose(
     model: Annotated[str, typer.Argument(help=f"Model kind: {', '.join(KINDS)}.")],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="synthetic, cifar10 or folder.")
-    ] = None,
+    dataset: ModelDatasetOpt = None,
     root: RootOpt = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per update.")] = None,
+    batch_size: BatchOpt = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate to check.")] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="L2 weight decay (update ratio and range test).")
-    ] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help="sgd, sgd_momentum, nesterov, rmsprop, adam, adamw.")
-    ] = None,
-    momentum: Annotated[float | None, typer.Option(help="Momentum of SGD rules, RMSProp.")] = None,
-    preprocessing: Annotated[
-        str | None, typer.Option(help="none, mean_image, channel, pca, zca.")
-    ] = None,
-    init: Annotated[str | None, typer.Option(help="he, xavier or normal.")] = None,
-    hidden: Annotated[str | None, typer.Option(help="Hidden sizes for mlp/fcnet.")] = None,
-    normalization: Annotated[
-        str | None, typer.Option(help="fcnet: batchnorm, layernorm or none.")
-    ] = None,
-    dropout: Annotated[float | None, typer.Option(help="Drop probability.")] = None,
-    spec: Annotated[str | None, typer.Option(help="convnet layers, e.g. 64,M,128,M|256.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
+    weight_decay: WeightDecayOpt = None,
+    optimizer: OptimizerOpt = None,
+    momentum: MomentumOpt = None,
+    preprocessing: PreOpt = None,
+    init: InitOpt = None,
+    hidden: HiddenOpt = None,
+    normalization: NormOpt = None,
+    dropout: DropoutOpt = None,
+    spec: SpecOpt = None,
+    dtype: DtypeOpt = None,
     backend: Annotated[str | None, typer.Option(help="numpy or torch.")] = None,
-    device: Annotated[str | None, typer.Option(help="torch: auto, cpu, cuda, mps.")] = None,
+    device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and batches.")] = None,
     image_size: ImageSizeOpt = None,
     n_train: NTrainOpt = None,
     n_test: NTestOpt = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file of options.")] = None,
+    config: ConfigOpt = None,
     out_dir: OutOpt = None,
     checks: Annotated[
         str | None,

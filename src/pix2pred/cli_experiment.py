@@ -14,11 +14,24 @@ from rich import box
 from rich.table import Table
 
 from pix2pred.cli_options import (
+    AugmentOpt,
+    BatchOpt,
     DatasetOpt,
+    DeviceOpt,
+    DropoutOpt,
+    EpochsOpt,
+    HiddenOpt,
     ImageSizeOpt,
+    InitOpt,
+    MomentumOpt,
+    NormOpt,
     NTestOpt,
     NTrainOpt,
+    PreOpt,
     RootOpt,
+    SpecOpt,
+    WarmupOpt,
+    WeightDecayOpt,
     console,
     load_data,
     out,
@@ -41,29 +54,14 @@ OutDirOpt = Annotated[
         "--out", "-o", help="Run folder to create (default runs/experiment-<kind>-...-<time>)."
     ),
 ]
-EpochsOpt = Annotated[int | None, typer.Option(min=1, help="Passes over the training set.")]
-BatchOpt = Annotated[int | None, typer.Option(min=1, help="Images per update.")]
-WeightDecayOpt = Annotated[float | None, typer.Option(help="L2 weight decay (PyTorch meaning).")]
-MomentumOpt = Annotated[
-    float | None, typer.Option(help="Momentum of the momentum and Nesterov rules.")
-]
 ScheduleOpt = Annotated[
     str | None,
     typer.Option(help="constant (default here), step, exponential, inverse_time, cosine."),
 ]
-WarmupOpt = Annotated[int | None, typer.Option(min=0, help="Linear warm-up epochs.")]
-AugmentOpt = Annotated[str | None, typer.Option(help="e.g. flip,crop or none.")]
-PreOpt = Annotated[str | None, typer.Option(help="none, mean_image, channel, pca, zca.")]
 ValSizeOpt = Annotated[
     float, typer.Option(help="Validation share of train (fraction, or a count if >= 1).")
 ]
-InitOpt = Annotated[str | None, typer.Option(help="he, xavier or normal.")]
-HiddenOpt = Annotated[str | None, typer.Option(help="Hidden sizes for mlp/fcnet, e.g. 512,256.")]
-NormOpt = Annotated[str | None, typer.Option(help="fcnet: batchnorm, layernorm or none.")]
-DropoutOpt = Annotated[float | None, typer.Option(help="Drop probability (fcnet, convnet).")]
-SpecOpt = Annotated[str | None, typer.Option(help="convnet layers, e.g. 64,M,128,M|256.")]
 BackendOpt = Annotated[str, typer.Option(help="numpy or torch.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="torch: auto, cpu, cuda, cuda:N, mps.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of splits, initialisation and batches.")]
 
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from pix2pred.cli_options import console, out
-from pix2pred.cli_train import KINDS, DeviceOpt
+from pix2pred.cli_options import DeviceOpt, console, out
+from pix2pred.cli_train import KINDS
 
 EXPLAIN_METHODS = (
     "saliency",

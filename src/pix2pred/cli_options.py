@@ -35,6 +35,45 @@ OutOpt = Annotated[
 ]
 
 
+# The estimators' options, shared by train, diagnose and the experiments; None means unset.
+ModelDatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="synthetic, cifar10 or folder.")
+]
+EpochsOpt = Annotated[int | None, typer.Option(min=1, help="Passes over the training set.")]
+BatchOpt = Annotated[int | None, typer.Option(min=1, help="Images per update.")]
+OptimizerOpt = Annotated[
+    str | None, typer.Option(help="sgd, sgd_momentum, nesterov, rmsprop, adam, adamw.")
+]
+WeightDecayOpt = Annotated[
+    float | None, typer.Option(help="L2 weight decay on weights (PyTorch meaning).")
+]
+MomentumOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Momentum of sgd, sgd_momentum, nesterov, rmsprop "
+        "(default: 0.9 for sgd_momentum and nesterov, none for sgd and rmsprop)."
+    ),
+]
+WarmupOpt = Annotated[int | None, typer.Option(min=0, help="Linear warm-up epochs.")]
+AugmentOpt = Annotated[str | None, typer.Option(help="e.g. flip,crop or none.")]
+PreOpt = Annotated[str | None, typer.Option(help="none, mean_image, channel, pca, zca.")]
+InitOpt = Annotated[str | None, typer.Option(help="he, xavier or normal.")]
+HiddenOpt = Annotated[str | None, typer.Option(help="Hidden sizes for mlp/fcnet, e.g. 512,256.")]
+NormOpt = Annotated[str | None, typer.Option(help="fcnet: batchnorm, layernorm or none.")]
+DropoutOpt = Annotated[float | None, typer.Option(help="Drop probability (fcnet, convnet).")]
+SpecOpt = Annotated[
+    str | None, typer.Option(help="convnet layers, e.g. 64,64,M,128,128,M,256,M|256.")
+]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32 or float64.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="torch: auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps.")
+]
+AmpOpt = Annotated[
+    str | None, typer.Option(help="torch on CUDA: mixed precision auto, bf16, fp16, none.")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file of options.")]
+
+
 def _val_size(value: float) -> float | int:
     if value < 0:
         raise ValueError(f"--val-size must be >= 0, got {value}")

@@ -17,11 +17,29 @@ import typer
 from rich.table import Table
 
 from pix2pred.cli_options import (
+    AmpOpt,
+    AugmentOpt,
+    BatchOpt,
+    ConfigOpt,
+    DeviceOpt,
+    DropoutOpt,
+    DtypeOpt,
+    EpochsOpt,
+    HiddenOpt,
     ImageSizeOpt,
+    InitOpt,
+    ModelDatasetOpt,
+    MomentumOpt,
+    NormOpt,
     NTestOpt,
     NTrainOpt,
+    OptimizerOpt,
     OutOpt,
+    PreOpt,
     RootOpt,
+    SpecOpt,
+    WarmupOpt,
+    WeightDecayOpt,
     console,
     load_data,
     out,
@@ -45,10 +63,6 @@ KINDS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
 }
 DATA_KEYS = ("dataset", "root", "image_size", "n_train", "n_test")
-DeviceOpt = Annotated[
-    str | None,
-    typer.Option(help="Where a torch model runs: auto (default: cuda, mps, cpu), cpu, cuda, mps."),
-]
 
 
 def _estimator_class(name: str) -> type:
@@ -231,65 +245,35 @@ def make_train_command(kind: str):
     """The ``pix2pred train <kind>`` command; every kind takes the same options."""
 
     def command(
-        dataset: Annotated[
-            str | None, typer.Option("--dataset", "-d", help="synthetic, cifar10 or folder.")
-        ] = None,
+        dataset: ModelDatasetOpt = None,
         root: RootOpt = None,
-        epochs: Annotated[
-            int | None, typer.Option(min=1, help="Passes over the training set.")
-        ] = None,
-        batch_size: Annotated[int | None, typer.Option(min=1, help="Images per update.")] = None,
+        epochs: EpochsOpt = None,
+        batch_size: BatchOpt = None,
         lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-        weight_decay: Annotated[
-            float | None, typer.Option(help="L2 weight decay on weights (PyTorch meaning).")
-        ] = None,
-        optimizer: Annotated[
-            str | None, typer.Option(help="sgd, sgd_momentum, nesterov, rmsprop, adam, adamw.")
-        ] = None,
-        momentum: Annotated[
-            float | None,
-            typer.Option(
-                help="Momentum of sgd, sgd_momentum, nesterov, rmsprop "
-                "(default: 0.9 for sgd_momentum and nesterov, none for sgd and rmsprop)."
-            ),
-        ] = None,
+        weight_decay: WeightDecayOpt = None,
+        optimizer: OptimizerOpt = None,
+        momentum: MomentumOpt = None,
         schedule: Annotated[
             str | None, typer.Option(help="constant, step, exponential, inverse_time, cosine.")
         ] = None,
-        warmup_epochs: Annotated[
-            int | None, typer.Option(min=0, help="Linear warm-up epochs.")
-        ] = None,
-        augment: Annotated[str | None, typer.Option(help="e.g. flip,crop or none.")] = None,
-        preprocessing: Annotated[
-            str | None, typer.Option(help="none, mean_image, channel, pca, zca.")
-        ] = None,
+        warmup_epochs: WarmupOpt = None,
+        augment: AugmentOpt = None,
+        preprocessing: PreOpt = None,
         val_size: Annotated[
             float | None, typer.Option(help="Validation share of train (fraction or count).")
         ] = None,
         early_stopping: Annotated[
             int | None, typer.Option(min=1, help="Stop after this many epochs without improvement.")
         ] = None,
-        init: Annotated[str | None, typer.Option(help="he, xavier or normal.")] = None,
-        hidden: Annotated[
-            str | None, typer.Option(help="Hidden sizes for mlp/fcnet, e.g. 512,256.")
-        ] = None,
-        normalization: Annotated[
-            str | None, typer.Option(help="fcnet: batchnorm, layernorm or none.")
-        ] = None,
-        dropout: Annotated[
-            float | None, typer.Option(help="Drop probability (fcnet, convnet).")
-        ] = None,
-        spec: Annotated[
-            str | None, typer.Option(help="convnet layers, e.g. 64,64,M,128,128,M,256,M|256.")
-        ] = None,
-        dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
+        init: InitOpt = None,
+        hidden: HiddenOpt = None,
+        normalization: NormOpt = None,
+        dropout: DropoutOpt = None,
+        spec: SpecOpt = None,
+        dtype: DtypeOpt = None,
         backend: Annotated[str | None, typer.Option(help="numpy or torch.")] = None,
-        device: Annotated[
-            str | None, typer.Option(help="torch: auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps.")
-        ] = None,
-        amp: Annotated[
-            str | None, typer.Option(help="torch on CUDA: mixed precision auto, bf16, fp16, none.")
-        ] = None,
+        device: DeviceOpt = None,
+        amp: AmpOpt = None,
         deterministic: Annotated[
             bool | None,
             typer.Option(
@@ -303,9 +287,7 @@ def make_train_command(kind: str):
         image_size: ImageSizeOpt = None,
         n_train: NTrainOpt = None,
         n_test: NTestOpt = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", help="TOML file of options.")
-        ] = None,
+        config: ConfigOpt = None,
         out_dir: OutOpt = None,
         resume: Annotated[
             Path | None, typer.Option(help="Continue an interrupted run folder.")
