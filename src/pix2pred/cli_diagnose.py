@@ -34,7 +34,6 @@ from pix2pred.cli_options import (
     PreOpt,
     RootOpt,
     SpecOpt,
-    WeightDecayOpt,
     console,
     out,
 )
@@ -143,7 +142,9 @@ def diagnose(
     root: RootOpt = None,
     batch_size: BatchOpt = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate to check.")] = None,
-    weight_decay: WeightDecayOpt = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="L2 weight decay (update ratio and range test).")
+    ] = None,
     optimizer: OptimizerOpt = None,
     momentum: MomentumOpt = None,
     preprocessing: PreOpt = None,

@@ -27,6 +27,7 @@ from pix2pred.cli_options import (
     NormOpt,
     NTestOpt,
     NTrainOpt,
+    OptimizerOpt,
     PreOpt,
     RootOpt,
     SpecOpt,
@@ -164,7 +165,9 @@ def optimizers(
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     weight_decay: WeightDecayOpt = None,
-    momentum: MomentumOpt = None,
+    momentum: Annotated[
+        float | None, typer.Option(help="Momentum of the momentum and Nesterov rules.")
+    ] = None,
     schedule: ScheduleOpt = None,
     warmup_epochs: WarmupOpt = None,
     augment: AugmentOpt = None,
@@ -223,9 +226,7 @@ def ablate(
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (when not ablated).")] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help="sgd, sgd_momentum, nesterov, rmsprop, adam, adamw.")
-    ] = None,
+    optimizer: OptimizerOpt = None,
     weight_decay: WeightDecayOpt = None,
     momentum: MomentumOpt = None,
     schedule: ScheduleOpt = None,

@@ -35,7 +35,8 @@ OutOpt = Annotated[
 ]
 
 
-# The estimators' options, shared by train, diagnose and the experiments; None means unset.
+# The estimators' options, shared by train, diagnose and the experiments (DeviceOpt also by the
+# commands that load a run); None means unset.
 ModelDatasetOpt = Annotated[
     str | None, typer.Option("--dataset", "-d", help="synthetic, cifar10 or folder.")
 ]

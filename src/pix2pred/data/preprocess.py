@@ -25,6 +25,7 @@ __all__ = [
     "PCAWhitening",
     "Preprocessor",
     "ZCAWhitening",
+    "channel_mean_std",
     "make_preprocessor",
     "preprocessor_from_state",
     "to_float",

@@ -174,9 +174,9 @@ class Progress:
         self._bar = None
         if enabled:
             from rich.console import Console
-            from rich.progress import Progress
+            from rich.progress import Progress as RichProgress
 
-            self._bar = Progress(console=Console(stderr=True), transient=True)
+            self._bar = RichProgress(console=Console(stderr=True), transient=True)
 
     def __enter__(self) -> Progress:
         if self._bar is not None:

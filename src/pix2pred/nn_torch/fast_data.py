@@ -1,4 +1,4 @@
-"""The training images of `train_fast` on the device: checks, statistics, augmentation.
+"""The training images of `train_fast` on the device: checks and augmentation.
 
 Images arrive as uint8 ``(N, H, W, C)``; each epoch's random translations, flips and cutout
 squares are drawn from ``(seed, epoch)`` alone, so a resumed or distributed run sees the same
