@@ -30,6 +30,37 @@ def test_every_command_has_help(capsys, path):
     assert "Usage" in out
 
 
+def test_version_names_pix2pred_numpy_and_torch(capsys):
+    import numpy as np
+    import torch
+
+    from pix2pred import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert (
+        out.strip() == f"pix2pred {__version__} (numpy {np.__version__}, torch {torch.__version__})"
+    )
+
+
+def test_command_summaries_are_one_line_and_paragraphs_unbroken():
+    """Rich keeps a docstring's line breaks after the first paragraph and in command lists."""
+    import inspect
+
+    import typer
+
+    def walk(cmd, path):
+        yield path, inspect.cleandoc(cmd.help or "")
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, (*path, name))
+
+    for path, text in walk(typer.main.get_command(app), ("pix2pred",)):
+        first, *rest = text.split("\n\n")
+        assert "\n" not in first, f"{' '.join(path)}: summary wraps: {first!r}"
+        for line in "\n".join(rest).splitlines():
+            assert len(line) <= 80, f"{' '.join(path)}: help line wider than a terminal: {line!r}"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -42,6 +42,35 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect, preview and download datasets.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a model and write a run folder.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.util import find_spec
+
+        from pix2pred import __version__
+
+        torch = "not installed"
+        if find_spec("torch") is not None:
+            import torch as _torch
+
+            torch = _torch.__version__
+        out.print(f"pix2pred {__version__} (numpy {np.__version__}, torch {torch})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the versions and exit."
+        ),
+    ] = False,
+) -> None:
+    """Image classification from pixels to predictions: kNN, linear, MLP and CNN models."""
+
+
 app.add_typer(train_app, name="train")
 
 # ---------------------------------------------------------------------------------------------

@@ -98,10 +98,12 @@ def compare(
     n_train: NTrainOpt = None,
     n_test: NTestOpt = None,
 ) -> None:
-    """Train kNN, LinearSVM, Softmax, TwoLayerNet and SimpleCNN (more with --budget full) on
-    one dataset, each into a subfolder, and write compare.html: the course's table (parameters,
-    training and prediction time, test accuracy), accuracy against training time, and each
-    model's pictures. Ctrl-C keeps the finished models; --resume DIR continues.
+    """Train the course's models on one dataset and compare them in one report.
+
+    kNN, LinearSVM, Softmax, TwoLayerNet and SimpleCNN; --budget full adds more.
+    Each model trains into its own subfolder, with its own report.html.
+    compare.html: the course's table, accuracy against time, each model's pictures.
+    Ctrl-C keeps the finished models; --resume DIR continues.
     """
     from pix2pred.compare import run_compare
     from pix2pred.compare_report import HTML_FILE, markdown_table

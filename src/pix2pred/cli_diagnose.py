@@ -179,8 +179,11 @@ def diagnose(
     lr_min: Annotated[float | None, typer.Option(help="First rate of the range test.")] = None,
     lr_max: Annotated[float | None, typer.Option(help="Last rate of the range test.")] = None,
 ) -> None:
-    """Babysitting checks before training: initial loss, overfitting a few images, gradient
-    check, update/weight ratios, activations and dead ReLUs, learning-rate range test."""
+    """Babysitting checks before training, each with a verdict and why it matters.
+
+    Initial loss, overfitting a few images, gradient check, update/weight ratios,
+    activations and dead ReLUs, learning-rate range test.
+    """
     values = dict(locals())
     diag_keys = ("overfit_size", "overfit_steps", "lr_range_steps", "lr_min", "lr_max")
     diag = {k: values[k] for k in diag_keys}
