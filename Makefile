@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[torch,dev]"
 	touch $(STAMP)
 
-# The main job on the synthetic data (about 2-3 minutes on 2 cores): kNN, LinearSVM, Softmax,
+# The main job on the synthetic data (about 40 s on 2 idle cores): kNN, LinearSVM, Softmax,
 # TwoLayerNet and SimpleCNN, each in a subfolder of runs/compare-synthetic-<time>/, and one
 # report, compare.html, whose path is printed last.
 demo: $(STAMP)
