@@ -34,7 +34,6 @@ from pix2pred.cli_options import (
 
 app = typer.Typer(
     name="pix2pred",
-    help="Image classification from pixels to predictions: kNN, linear, MLP and CNN models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -42,6 +41,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect, preview and download datasets.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a model and write a run folder.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:
@@ -70,8 +70,6 @@ def _root(
 ) -> None:
     """Image classification from pixels to predictions: kNN, linear, MLP and CNN models."""
 
-
-app.add_typer(train_app, name="train")
 
 # ---------------------------------------------------------------------------------------------
 # pix2pred data ...
