@@ -92,7 +92,7 @@ def test_channel_statistics_in_chunks_equal_numpy_float64():
     X = (1e3 + rng.standard_normal((50, 5, 4, 3)) * [1.0, 1e-2, 30.0]).astype(np.float32)
     images = rng.integers(0, 256, (50, 5, 4, 3), dtype=np.uint8)  # the fast resnet's input
     for data in (X, images):
-        mean, std = channel_mean_std(data, chunk=7)  # chunks that do not divide 50
+        mean, std = channel_mean_std(data, chunk=2)  # chunks (of 2, uint8: 16) not dividing 50
         X64 = data.astype(np.float64)
         np.testing.assert_allclose(mean, X64.mean(axis=(0, 1, 2)), rtol=1e-14)
         np.testing.assert_allclose(std, X64.std(axis=(0, 1, 2)), rtol=1e-10)
