@@ -538,3 +538,44 @@ def test_evaluate_and_predict_take_a_resnet_run(tmp_path, capsys):
         est.predict(np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match="no saved model"):
         load_run_model(tmp_path)
+
+    assert "Grad-CAM" in report  # the report's saliency section covers the resnet too
+    for method in ("saliency", "gradcam", "activations"):
+        printed = cli("explain", str(out), str(tmp_path / "x.png"), "--method", method)
+        assert f"x-{method}.png" in printed
+    assert (out / "explain" / "x-gradcam.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as exc:
+        main(["visualize-class", str(out), "--class", "airplane"])
+    assert exc.value.code == 2 and "a resnet takes raw pixel values" in capsys.readouterr().err
+
+
+def test_explanations_of_a_resnet_are_its_autograd_gradients():
+    from pix2pred import explain, introspect
+
+    model = FastResNet(num_classes=3, widths=TINY, seed=0).eval()
+    X = np.random.default_rng(0).uniform(0, 255, (2, 3, 12, 12)).astype(np.float32)
+    y = np.array([0, 2])
+    groups = ["group1", "group2", "group3"]
+    assert introspect.conv_layer_names(model) == groups
+    assert introspect.layer_names(model) == [*groups, "scores"]
+    x = torch.tensor(X, requires_grad=True)
+    scores = model(x)
+    (dx,) = torch.autograd.grad(scores[[0, 1], y].sum(), x)
+    np.testing.assert_allclose(explain.saliency(model, X, y), dx.abs().amax(1).numpy(), rtol=1e-5)
+
+    outputs = introspect.layer_outputs(model, X)
+    assert list(outputs) == [*groups, "scores"] and outputs["group3"].shape == (2, 16, 1, 1)
+    np.testing.assert_allclose(outputs["scores"], scores.detach().numpy(), rtol=1e-5)
+    acts = {}
+    handle = model.groups[1].register_forward_hook(lambda _m, _i, out: acts.update(a=out))
+    (d_act,) = torch.autograd.grad(model(torch.tensor(X))[[0, 1], y].sum(), acts["a"])
+    handle.remove()
+    dscores = np.eye(3)[y]
+    _, act, grad = introspect.layer_gradient(model, X, dscores, "group2")
+    np.testing.assert_allclose(act, acts["a"].detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(grad, d_act.numpy(), rtol=1e-5, atol=1e-8)
+    cam = explain.gradcam(model, X, y, layer="group2")
+    assert cam.shape == (2, 12, 12) and cam.min() >= 0
+    with pytest.raises(ValueError, match="eval-mode only"):
+        introspect.layer_outputs(model, X, train=True)
+    assert not model.training and all(p.grad is None for p in model.parameters())

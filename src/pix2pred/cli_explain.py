@@ -1,6 +1,6 @@
 """``pix2pred explain``, ``pix2pred visualize-class`` and ``pix2pred fool``: figures of a run.
 
-RUN is a folder written by ``pix2pred train softmax|svm|mlp|fcnet|cnn|convnet``; images are
+RUN is a folder written by ``pix2pred train softmax|svm|mlp|fcnet|cnn|convnet|resnet``; images are
 read and resized as ``pix2pred predict`` reads them. Figures go to ``RUN/explain/`` (or
 ``--out-dir``) and never replace a file: a taken name gets ``-2``, ``-3``, ...
 """
@@ -24,6 +24,8 @@ EXPLAIN_METHODS = (
     "occlusion",
     "activations",
 )
+EXPLAINABLE = (*KINDS, "resnet")
+CONV_NETS = ("simplecnn", "convnet", "resnet")
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by pix2pred train.")]
 OutDirOpt = Annotated[
     Path | None, typer.Option("--out-dir", help="Folder for the PNGs (default: RUN/explain).")
@@ -37,14 +39,18 @@ def load_run(run: Path, device: str | None = None) -> tuple[Any, list[str]]:
 
     config, _ = read_run(run)
     kind = config.get("model")
-    if kind not in KINDS:
-        what = {"knn": "a kNN run (it has no gradients)", "resnet": "a resnet run"}.get(
-            kind, f"a {kind!r} run"
-        )
-        raise ValueError(f"{run}: {what}; explanations need a run of {', '.join(KINDS)}")
+    if kind not in EXPLAINABLE:
+        what = {"knn": "a kNN run (it has no gradients)"}.get(kind, f"a {kind!r} run")
+        raise ValueError(f"{run}: {what}; explanations need a run of {', '.join(EXPLAINABLE)}")
     if not (run / "model.json").is_file():
         raise FileNotFoundError(f"{run}: no model.json (did the training finish?)")
-    est = NeuralClassifier.load(run / "model", device=device)
+    if kind == "resnet":
+        from pix2pred.nn_torch.resnet_classifier import ResNetClassifier
+
+        # tta=0: the figures' predictions are those of the network the maps explain
+        est = ResNetClassifier.load(run / "model", device=device, tta=0)
+    else:
+        est = NeuralClassifier.load(run / "model", device=device)
     classes = [str(c) for c in (config.get("classes") or est.classes_)]
     return est, classes
 
@@ -95,7 +101,7 @@ def explain(
     if method not in EXPLAIN_METHODS:
         raise ValueError(f"--method must be one of {', '.join(EXPLAIN_METHODS)}, got {method!r}")
     est, classes = load_run(run, device)
-    if method in ("gradcam", "activations") and est.model_.name not in ("simplecnn", "convnet"):
+    if method in ("gradcam", "activations") and est.model_.name not in CONV_NETS:
         raise ValueError(
             f"--method {method} needs a conv net; {run} holds a {est.model_.name} model "
             "(use saliency, smoothgrad, integrated-gradients or occlusion)"
@@ -126,6 +132,11 @@ def visualize_class(
     from pix2pred.explain_figures import class_visualization_figure
 
     est, classes = load_run(run, device)
+    if est.model_.name == "resnet":
+        raise ValueError(
+            f"{run}: visualize-class is tuned for the course's networks, whose inputs are "
+            "normalised; a resnet takes raw pixel values (use explain or fool)"
+        )
     if class_name == "all":
         targets = list(range(len(classes)))
     else:
@@ -152,10 +163,17 @@ def fool(
     t = class_index(target, classes, "--target")
     pixels = read_images(est, [image])
     png = free_path(out_dir or run / "explain", f"{image.stem}-fool-{target}")
+    if est.model_.name == "resnet":  # raw pixels in: a step of lr in normalised units
+        lr *= float(est.model_.input_std.mean())
     _, ok, fooled = fooling_figure(est, pixels[0], t, classes, png, lr=lr, max_steps=max_steps)
     change = int(np.abs(fooled.astype(int) - pixels[0]).max())
-    verdict = "fooled" if ok else "not fooled"
-    out.print(f"{verdict}: predicted {target!r} after a change of at most {change}/255 per pixel")
+    if ok:
+        out.print(f"fooled: predicted {target!r} after a change of at most {change}/255 per pixel")
+    else:
+        out.print(
+            f"not fooled: {target!r} not reached in {max_steps} steps (a change of at most "
+            f"{change}/255 per pixel); try a larger --lr or --max-steps"
+        )
     out.print(f"wrote {png}", soft_wrap=True)
     if not ok:
         raise typer.Exit(1)

@@ -49,18 +49,21 @@ class ImageSpace:
     Parameters
     ----------
     est : a fitted pix2pred estimator (Softmax, LinearSVM, MLP, CNN); its preprocessing must
-        keep the image's shape (none, mean_image, channel, zca: not pca)
+        keep the image's shape (none, mean_image, channel, zca: not pca). A resnet run's
+        `ResNetClassifier` takes raw pixel values (0..255) and normalises them itself.
     """
 
     def __init__(self, est: Any) -> None:
-        if not hasattr(est, "model_") or not hasattr(est, "preprocessor_"):
+        if not hasattr(est, "model_") or not (
+            hasattr(est, "preprocessor_") or getattr(est.model_, "name", None) == "resnet"
+        ):
             raise ValueError(
                 f"explanations need a fitted pix2pred network estimator, got {type(est).__name__}"
             )
         self.est, self.model = est, est.model_
-        self.pre = est.preprocessor_
+        self.pre = getattr(est, "preprocessor_", None)
         self.H, self.W, self.C = est.image_shape_
-        if self.pre.name not in ("none", "mean_image", "channel", "zca"):
+        if self.pre is not None and self.pre.name not in ("none", "mean_image", "channel", "zca"):
             raise ValueError(
                 f"explanations need image-shaped model inputs; preprocessing {self.pre.name!r} "
                 "gives flat features"
@@ -68,12 +71,18 @@ class ImageSpace:
 
     def to_input(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 images, or floats in [0, 1], (N, H, W, C) → the model's input (N, C, H, W)."""
+        if self.pre is None:  # the resnet's pixel values, 0..255
+            pixels = np.asarray(pixels)
+            X = pixels.astype(np.float32) * (1.0 if pixels.dtype == np.uint8 else 255.0)
+            return np.ascontiguousarray(X.transpose(0, 3, 1, 2))
         X = self.pre.transform(np.asarray(pixels))
         return np.ascontiguousarray(X.reshape(len(X), self.C, self.H, self.W), self.est.dtype)
 
     def to_pixels(self, X: np.ndarray) -> np.ndarray:
         """The model's input (N, C, H, W) → pixel values (N, H, W, C) on the [0, 1] scale."""
         Z = np.asarray(X, np.float64).transpose(0, 2, 3, 1)  # (N, H, W, C)
+        if self.pre is None:
+            return Z / 255.0
         name = self.pre.name
         if name == "mean_image":
             Z = Z + self.pre.mean_
@@ -230,7 +239,7 @@ def activations_figure(
     row = 0
     for (name, a), n_rows in zip(acts.items(), rows_per, strict=True):
         maps = a[0, :per_layer]
-        top = float(maps.max()) or 1.0
+        top = max(float(maps.max()), 0.0) or 1.0  # GELU maps can be all negative
         for k in range(n_rows * cols):
             axk = fig.add_subplot(grid[row + k // cols, 2 + k % cols])
             axk.axis("off")
@@ -241,7 +250,8 @@ def activations_figure(
                                   fontsize=8, loc="left")  # fmt: skip
         row += n_rows
     fig.suptitle(
-        f"conv activations after ReLU: the first {per_layer} maps of each layer, "
+        f"conv activations after {'GELU' if space.model.name == 'resnet' else 'ReLU'}: "
+        f"the first {per_layer} maps of each layer, "
         "one colour scale per layer",
         fontsize=10,
     )

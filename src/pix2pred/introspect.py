@@ -66,7 +66,9 @@ def unwrap(model: Any) -> Any:
     inner = getattr(model, "model_", None)
     if inner is not None:
         return inner
-    if not hasattr(model, "params") or not hasattr(model, "name"):
+    if not hasattr(model, "name") or not (
+        hasattr(model, "params") or hasattr(model, "feature_modules")
+    ):
         raise TypeError(
             f"expected a pix2pred numpy or torch model or a fitted estimator, got "
             f"{type(model).__name__}"
@@ -140,14 +142,27 @@ def _convnet_plan(model: Any) -> list[Step]:
     return [*steps, Step(f"fc{model.num_layers}", "fc", str(model.num_layers))]
 
 
+def _feature_modules(model: Any) -> list[tuple[str, Any]] | None:
+    """The named feature-map modules of a torch network outside the plan (FastResNet), or None."""
+    modules = getattr(unwrap(model), "feature_modules", None)
+    return None if modules is None else modules()
+
+
 def layer_names(model: Any) -> list[str]:
     """The names `layer_outputs` uses, in order (the last is the scores)."""
+    modules = _feature_modules(model)
+    if modules is not None:
+        return [*(name for name, _ in modules), "scores"]
     return [s.name for s in layer_plan(model)]
 
 
 def conv_layer_names(model: Any) -> list[str]:
-    """The rectified outputs of the conv layers (``relu{i}`` after each ``conv{i}``), in order;
-    empty for a model without convolutions. Grad-CAM uses the last one by default."""
+    """The rectified outputs of the conv layers (``relu{i}`` after each ``conv{i}``; a resnet's
+    ``group{i}``), in order; empty for a model without convolutions. Grad-CAM uses the last one
+    by default."""
+    modules = _feature_modules(model)
+    if modules is not None:
+        return [name for name, _ in modules]
     steps = layer_plan(model)
     convs = {s.key for s in steps if s.kind == "conv"}
     return [s.name for s in steps if s.kind == "relu" and s.key in convs]
@@ -254,9 +269,33 @@ def _torch_forward(model: Any, x: Any, train: bool, seed: int) -> dict[str, Any]
     return outputs
 
 
+def _module_forward(model: Any, x: Any) -> dict[str, Any]:
+    """Eval-mode outputs of a network's `feature_modules`, by forward hooks, then its scores."""
+    outputs: dict[str, Any] = {}
+    handles = [
+        module.register_forward_hook(lambda _m, _in, out, name=name: outputs.update({name: out}))
+        for name, module in model.feature_modules()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        outputs["scores"] = model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
 def _torch_input(model: Any, X: Any, requires_grad: bool) -> Any:
-    x = model._check_input(X)  # dtype, device and shape, with the model's own message
-    x = x.reshape(x.shape[0], *model.input_shape).detach().clone()
+    if hasattr(model, "_check_input"):
+        x = model._check_input(X)  # dtype, device and shape, with the model's own message
+        x = x.reshape(x.shape[0], *model.input_shape).detach().clone()
+    else:  # a network outside the plan takes (N, C, H, W) float32 on its own device
+        import torch
+
+        device = next(model.parameters()).device
+        x = torch.as_tensor(np.asarray(X), dtype=torch.float32, device=device).clone()
     return x.requires_grad_(requires_grad)
 
 
@@ -284,7 +323,10 @@ def scores(model: Any, X: Any) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return _numpy(model.loss(_torch_input(model, X, False)))
+        x = _torch_input(model, X, False)
+        if _feature_modules(model) is not None:
+            return _numpy(_module_forward(model, x)["scores"])
+        return _numpy(model.loss(x))
 
 
 def input_gradient(model: Any, X: Any, dscores: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -350,7 +392,13 @@ def layer_outputs(model: Any, X: Any, train: bool = False, seed: int = 0) -> dic
     import torch
 
     with torch.no_grad():
-        outputs = _torch_forward(model, _torch_input(model, X, False), train, seed)
+        x = _torch_input(model, X, False)
+        if _feature_modules(model) is not None:
+            if train:
+                raise ValueError(f"a {model.name} model's layer outputs are eval-mode only")
+            outputs = _module_forward(model, x)
+        else:
+            outputs = _torch_forward(model, x, train, seed)
     return {k: _numpy(v) for k, v in outputs.items()}
 
 
@@ -389,7 +437,11 @@ def layer_gradient(
     import torch
 
     with torch.enable_grad():
-        outputs = _torch_forward(model, _torch_input(model, X, False), False, 0)
+        x = _torch_input(model, X, False)
+        if _feature_modules(model) is not None:
+            outputs = _module_forward(model, x)
+        else:
+            outputs = _torch_forward(model, x, False, 0)
         scores, act = outputs[names[-1]], outputs[layer]
         d = _torch_dscores(model, dscores, scores)
         if act is scores:

@@ -212,6 +212,7 @@ def _overlay(img: np.ndarray, cam: np.ndarray) -> np.ndarray:
 def saliency_section(view: RunView, n: int = N_SALIENCY) -> Markup:
     """Saliency (and Grad-CAM for conv nets) of one test image per class, for its true class."""
     from pix2pred import explain
+    from pix2pred.explain_figures import ImageSpace
 
     ds, est, classes = view.dataset, view.model, view.classes
     idx = [
@@ -220,11 +221,11 @@ def saliency_section(view: RunView, n: int = N_SALIENCY) -> Markup:
         if np.any(ds.y_test == c)
     ][:n]
     X = ds.X_test[idx]  # (n, H, W, C) uint8
-    X_in = est._to_model_input(X)  # (n, C, H, W) as the model sees it
+    X_in = ImageSpace(est).to_input(X)  # (n, C, H, W) as the model sees it
     y = ds.y_test[idx]
     sal = _heat(explain.saliency(est, X_in, y))
     cam = None
-    if view.kind in ("cnn", "convnet"):
+    if view.kind in ("cnn", "convnet", "resnet"):
         cam = _heat(explain.gradcam(est, X_in, y), "jet")
     values, what = confidences(view)
     cells = []
@@ -284,7 +285,7 @@ def picture_sections(view: RunView) -> list[Markup]:
     elif view.why_no_images:
         out.append(section("Worst mistakes", note=f"Not shown: {view.why_no_images}."))
     out.append(_isolated("What the model learned", learned_section, view))
-    if has_images and view.kind not in ("knn", "resnet"):  # explain knows pix2pred's own nets
+    if has_images and view.kind != "knn":
         if getattr(view.model, "preprocessing", None) == "pca":
             note = "Not shown: the model was trained on PCA features, not on pixels."
             out.append(section("Saliency", note=note))

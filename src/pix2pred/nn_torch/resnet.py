@@ -116,6 +116,8 @@ class FastResNet(nn.Module):
     to the whitening conv, then three halvings).
     """
 
+    name = "resnet"
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -215,6 +217,10 @@ class FastResNet(nn.Module):
         filters = filters.reshape(C * k * k, C, k, k)
         w = self.whiten.weight
         w.copy_(torch.cat([filters, -filters]).to(w.dtype))
+
+    def feature_modules(self) -> list[tuple[str, nn.Module]]:
+        """The conv groups by name (``group1``..``group3``), whose outputs explanations read."""
+        return [(f"group{i}", group) for i, group in enumerate(self.groups, 1)]
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-ready."""
