@@ -16,7 +16,9 @@ dead ReLUs) need more than the scores. This module gives them, the same way for 
   ``sum(scores * dscores)`` with respect to it (Grad-CAM).
 
 Both backends run the same `layer_plan`, a list of primitive steps read from the model's
-architecture; the tests check that its last output equals the model's own scores.
+architecture; the tests check that its last output equals the model's own scores. The
+torch-only FastResNet has no plan: its ``feature_modules`` (``group1``..``group3``) are read
+by forward hooks, eval mode only, and its last output is ``scores``.
 """
 
 from __future__ import annotations
