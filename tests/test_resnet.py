@@ -540,9 +540,21 @@ def test_evaluate_and_predict_take_a_resnet_run(tmp_path, capsys):
         load_run_model(tmp_path)
 
     assert "Grad-CAM" in report  # the report's saliency section covers the resnet too
-    for method in ("saliency", "gradcam", "activations"):
+    methods = ("saliency", "smoothgrad", "integrated-gradients", "gradcam", "occlusion")
+    for method in (*methods, "activations"):
         printed = cli("explain", str(out), str(tmp_path / "x.png"), "--method", method)
         assert f"x-{method}.png" in printed
+    from pix2pred.data.image_file import read_image
+    from pix2pred.nn_torch.resnet_classifier import ResNetClassifier
+
+    plain = ResNetClassifier.load(out / "model", device="cpu", tta=0, amp="none")
+    classes = json.loads((out / "config.json").read_text())["classes"]
+    pixels = read_image(tmp_path / "x.png", (12, 12), 3)[None]  # as fool reads it
+    target = classes[(int(plain.predict(pixels)[0]) + 1) % len(classes)]
+    with pytest.raises(SystemExit) as exc:  # exit 1 when the tiny net is not fooled in time
+        main(["fool", str(out), str(tmp_path / "x.png"), "--target", target, "--max-steps", "5"])
+    assert exc.value.code in (0, 1) and target in capsys.readouterr().out
+    assert (out / "explain" / f"x-fool-{target}.png").is_file()
     assert (out / "explain" / "x-gradcam.png").stat().st_size > 0
     with pytest.raises(SystemExit) as exc:
         main(["visualize-class", str(out), "--class", "airplane"])
@@ -552,14 +564,17 @@ def test_evaluate_and_predict_take_a_resnet_run(tmp_path, capsys):
 def test_explanations_of_a_resnet_are_its_autograd_gradients():
     from pix2pred import explain, introspect
 
-    model = FastResNet(num_classes=3, widths=TINY, seed=0).eval()
+    model = FastResNet(num_classes=3, widths=TINY, seed=0)  # in train mode, as after training
+    model.groups[0].norms[0].running_mean.fill_(3.0)  # eval mode must use these
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
     X = np.random.default_rng(0).uniform(0, 255, (2, 3, 12, 12)).astype(np.float32)
     y = np.array([0, 2])
     groups = ["group1", "group2", "group3"]
     assert introspect.conv_layer_names(model) == groups
     assert introspect.layer_names(model) == [*groups, "scores"]
     x = torch.tensor(X, requires_grad=True)
-    scores = model(x)
+    scores = model.eval()(x)
+    model.train()
     (dx,) = torch.autograd.grad(scores[[0, 1], y].sum(), x)
     np.testing.assert_allclose(explain.saliency(model, X, y), dx.abs().amax(1).numpy(), rtol=1e-5)
 
@@ -568,7 +583,8 @@ def test_explanations_of_a_resnet_are_its_autograd_gradients():
     np.testing.assert_allclose(outputs["scores"], scores.detach().numpy(), rtol=1e-5)
     acts = {}
     handle = model.groups[1].register_forward_hook(lambda _m, _i, out: acts.update(a=out))
-    (d_act,) = torch.autograd.grad(model(torch.tensor(X))[[0, 1], y].sum(), acts["a"])
+    (d_act,) = torch.autograd.grad(model.eval()(torch.tensor(X))[[0, 1], y].sum(), acts["a"])
+    model.train()
     handle.remove()
     dscores = np.eye(3)[y]
     _, act, grad = introspect.layer_gradient(model, X, dscores, "group2")
@@ -578,4 +594,7 @@ def test_explanations_of_a_resnet_are_its_autograd_gradients():
     assert cam.shape == (2, 12, 12) and cam.min() >= 0
     with pytest.raises(ValueError, match="eval-mode only"):
         introspect.layer_outputs(model, X, train=True)
-    assert not model.training and all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="no fixed input shape"):
+        explain.class_visualization(model, 0)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())

@@ -47,8 +47,8 @@ def load_run(run: Path, device: str | None = None) -> tuple[Any, list[str]]:
     if kind == "resnet":
         from pix2pred.nn_torch.resnet_classifier import ResNetClassifier
 
-        # tta=0: the figures' predictions are those of the network the maps explain
-        est = ResNetClassifier.load(run / "model", device=device, tta=0)
+        # the figures' predictions are those of the float32 network the maps explain
+        est = ResNetClassifier.load(run / "model", device=device, tta=0, amp="none")
     else:
         est = NeuralClassifier.load(run / "model", device=device)
     classes = [str(c) for c in (config.get("classes") or est.classes_)]
@@ -163,8 +163,6 @@ def fool(
     t = class_index(target, classes, "--target")
     pixels = read_images(est, [image])
     png = free_path(out_dir or run / "explain", f"{image.stem}-fool-{target}")
-    if est.model_.name == "resnet":  # raw pixels in: a step of lr in normalised units
-        lr *= float(est.model_.input_std.mean())
     _, ok, fooled = fooling_figure(est, pixels[0], t, classes, png, lr=lr, max_steps=max_steps)
     change = int(np.abs(fooled.astype(int) - pixels[0]).max())
     if ok:

@@ -197,7 +197,7 @@ def occlusion(
     *,
     patch: int | None = None,
     stride: int | None = None,
-    fill: float = 0.0,
+    fill: float | np.ndarray = 0.0,
     batch_size: int = 256,
 ) -> np.ndarray:
     """Occlusion maps (N, H, W): the drop of ``P(y)`` when a square patch covers each pixel.
@@ -281,6 +281,11 @@ def class_visualization(
     The defaults were tuned on the SimpleCNN trained on CIFAR-10 (32x32, channel-normalised).
     """
     model = unwrap(model)
+    if not hasattr(model, "input_shape"):
+        raise ValueError(
+            f"class_visualization needs one of the course's networks; a {model.name!r} model "
+            "has no fixed input shape"
+        )
     targets = [_check_target(model, t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
     if steps < 0 or jitter < 0:
         raise ValueError(f"steps and jitter must be >= 0, got {steps} and {jitter}")

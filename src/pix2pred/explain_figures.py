@@ -73,6 +73,8 @@ class ImageSpace:
         """uint8 images, or floats in [0, 1], (N, H, W, C) → the model's input (N, C, H, W)."""
         if self.pre is None:  # the resnet's pixel values, 0..255
             pixels = np.asarray(pixels)
+            if pixels.dtype != np.uint8 and not np.issubdtype(pixels.dtype, np.floating):
+                raise ValueError(f"images must be uint8 or floats in [0, 1], got {pixels.dtype}")
             X = pixels.astype(np.float32) * (1.0 if pixels.dtype == np.uint8 else 255.0)
             return np.ascontiguousarray(X.transpose(0, 3, 1, 2))
         X = self.pre.transform(np.asarray(pixels))
@@ -93,6 +95,14 @@ class ImageSpace:
             Z = (flat + self.pre.mean_).reshape(Z.shape)
         return Z
 
+    def grey(self) -> float | np.ndarray:
+        """The model input of the mean colour, occlusion's patch and integrated gradients'
+        baseline: 0 for a course net's normalised input, the channel means for a resnet's."""
+        if self.pre is not None:
+            return 0.0
+        mean = self.model.input_mean.detach().cpu().numpy().astype(np.float32)
+        return mean.reshape(1, self.C, 1, 1)
+
     def project(self, X: np.ndarray) -> np.ndarray:
         """The nearest valid image: pixels clipped to [0, 1], back in the model's input."""
         return self.to_input(np.clip(self.to_pixels(X), 0, 1))
@@ -111,16 +121,17 @@ def compute_map(est: Any, images: np.ndarray, method: str, y: Sequence[int]) -> 
     space = _space(est)
     X, y = space.to_input(images), np.asarray(y)
     model = space.model
+    grey = space.grey()
     if method == "saliency":
         return E.saliency(model, X, y)
     if method == "smoothgrad":
         return E.smoothgrad(model, X, y)
     if method == "integrated-gradients":
-        return E.integrated_gradients(model, X, y).sum(axis=1)
+        return E.integrated_gradients(model, X, y, baseline=grey).sum(axis=1)
     if method == "gradcam":
         return E.gradcam(model, X, y)
     if method == "occlusion":
-        return E.occlusion(model, X, y)
+        return E.occlusion(model, X, y, fill=grey)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -300,6 +311,8 @@ def fooling_figure(
     if pred0 == target:
         raise ValueError(f"the image is already predicted as {classes[target]!r} ({guess0})")
     x = space.to_input(image)
+    if space.pre is None:  # raw pixels in: a step of lr in normalised units, as for the others
+        lr *= float(space.model.input_std.mean())
     fooled_img = image
     for _ in range(5):  # rounding to uint8 can undo a change that was just enough
         result = E.fooling_image(

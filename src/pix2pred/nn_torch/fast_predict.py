@@ -44,7 +44,10 @@ def resolve_amp(amp: str, device: torch.device, dtype: torch.dtype) -> torch.dty
 
 def _images(X: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """uint8 ``(N, H, W, C)`` → pixels ``(N, C, H, W)`` in NHWC memory on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(X)).to(device).permute(0, 3, 1, 2).to(dtype)
+    X = np.ascontiguousarray(X)
+    if not X.flags.writeable:  # torch warns on read-only memory (a broadcast or a mapped file)
+        X = X.copy()
+    return torch.from_numpy(X).to(device).permute(0, 3, 1, 2).to(dtype)
 
 
 @torch.no_grad()

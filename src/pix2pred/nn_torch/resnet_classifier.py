@@ -20,19 +20,25 @@ class ResNetClassifier:
     _has_proba: ClassVar[bool] = True
     backend = "torch"
 
-    def __init__(self, model: Any, meta: dict[str, Any], tta: int) -> None:
+    def __init__(self, model: Any, meta: dict[str, Any], tta: int, amp: str = "auto") -> None:
         self.model_ = model
         self.tta = tta
+        self.amp = amp
         self.classes_ = np.arange(len(meta["classes"]))
         self.image_shape_ = tuple(int(s) for s in meta["image_shape"])
         self.device_ = str(next(model.parameters()).device)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], device: str | None = None, tta: int | None = None
+        cls,
+        path: str | os.PathLike[str],
+        device: str | None = None,
+        tta: int | None = None,
+        amp: str = "auto",
     ) -> ResNetClassifier:
         """The network saved at ``path`` (``model.json`` + ``model.safetensors``) on ``device``
-        ("auto" or None: CUDA, then MPS, then the CPU); ``tta`` defaults to the run's level."""
+        ("auto" or None: CUDA, then MPS, then the CPU); ``tta`` defaults to the run's level,
+        ``amp`` (auto, bf16, none) is the precision of the scores."""
         from pix2pred.nn_torch.resnet import load_model
         from pix2pred.nn_torch.train import choose_device
 
@@ -40,7 +46,7 @@ class ResNetClassifier:
         level = meta.get("tta", 2) if tta is None else tta
         if level not in (0, 1, 2):
             raise ValueError(f"tta must be 0, 1 or 2, got {level!r}")
-        return cls(model, meta, level)
+        return cls(model, meta, level, amp)
 
     def decision_function(self, X: Any, batch_size: int = 1000) -> np.ndarray:
         """Scores ``(N, K)`` of uint8 images ``X`` ``(N, H, W, C)``, averaged over TTA views."""
@@ -52,7 +58,7 @@ class ResNetClassifier:
                 f"X must be images (N, {', '.join(map(str, self.image_shape_))}), "
                 f"got shape {X.shape}"
             )
-        return predict_logits(self.model_, X, tta=self.tta, batch_size=batch_size)
+        return predict_logits(self.model_, X, tta=self.tta, batch_size=batch_size, amp=self.amp)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(N, K)``."""
