@@ -233,10 +233,16 @@ def _np_forward(
 
 
 def _torch_forward(model: Any, x: Any, train: bool, seed: int) -> dict[str, Any]:
-    """The plan over torch tensors (autograd records it); buffers are never updated."""
+    """The plan over torch tensors (autograd records it); buffers are never updated. A network
+    outside the plan (FastResNet) is run whole, its feature maps read by hooks, eval mode only."""
     import torch
 
     from pix2pred.nn_torch import layers as L
+
+    if _feature_modules(model) is not None:
+        if train:
+            raise ValueError(f"a {model.name} model's layer outputs are eval-mode only")
+        return _module_forward(model, x)
 
     P = dict(model.named_parameters())
     B = dict(model.named_buffers())
@@ -327,7 +333,7 @@ def scores(model: Any, X: Any) -> np.ndarray:
     with torch.no_grad():
         x = _torch_input(model, X, False)
         if _feature_modules(model) is not None:
-            return _numpy(_module_forward(model, x)["scores"])
+            return _numpy(_torch_forward(model, x, False, 0)["scores"])
         return _numpy(model.loss(x))
 
 
@@ -394,13 +400,7 @@ def layer_outputs(model: Any, X: Any, train: bool = False, seed: int = 0) -> dic
     import torch
 
     with torch.no_grad():
-        x = _torch_input(model, X, False)
-        if _feature_modules(model) is not None:
-            if train:
-                raise ValueError(f"a {model.name} model's layer outputs are eval-mode only")
-            outputs = _module_forward(model, x)
-        else:
-            outputs = _torch_forward(model, x, train, seed)
+        outputs = _torch_forward(model, _torch_input(model, X, False), train, seed)
     return {k: _numpy(v) for k, v in outputs.items()}
 
 
@@ -439,11 +439,7 @@ def layer_gradient(
     import torch
 
     with torch.enable_grad():
-        x = _torch_input(model, X, False)
-        if _feature_modules(model) is not None:
-            outputs = _module_forward(model, x)
-        else:
-            outputs = _torch_forward(model, x, False, 0)
+        outputs = _torch_forward(model, _torch_input(model, X, False), False, 0)
         scores, act = outputs[names[-1]], outputs[layer]
         d = _torch_dscores(model, dscores, scores)
         if act is scores:
